@@ -1,0 +1,3 @@
+from fexaot_tool.cli import main
+
+raise SystemExit(main())
