@@ -252,14 +252,16 @@ class Rootfs:
         return None
 
     def walk_elf_files(self, dirs: Iterable[str]) -> list[str]:
-        """Canonical guest paths of every x86-64 ELF file under ``dirs``, sorted, each once.
+        """Canonical guest paths of every x86-64 ELF executable and shared object under ``dirs``.
+
+        Sorted, each file once; object files (ET_REL) and core dumps are left out.
 
         Directories are walked recursively without following symlinked
         directories (so a link cannot make the walk loop or leave ``dirs``).  A
         symlink to a regular file counts as that file, by its canonical path, so a
         program reached through ``/usr/bin/python3 -> python3.11`` is listed once.
         Only the first 20 bytes of a file are read to recognise an ELF64
-        little-endian x86-64 header.  Files that cannot be opened are left out.
+        little-endian x86-64 ET_EXEC or ET_DYN header.  Files that cannot be opened are left out.
         """
         found: set[str] = set()
         checked: set[str] = set()
@@ -367,6 +369,9 @@ def _has_magic(component: str) -> bool:
     return any(c in component for c in "*?[")
 
 
+_LOADABLE_E_TYPES = (b"\x02\x00", b"\x03\x00")  # ET_EXEC, ET_DYN, little-endian
+
+
 def _has_x86_64_elf_header(host_path: str) -> bool:
     try:
         fd = os.open(host_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -378,4 +383,7 @@ def _has_x86_64_elf_header(host_path: str) -> bool:
         return False
     finally:
         os.close(fd)
-    return len(head) == 20 and head[:6] == _X86_64_ELF_IDENT and head[18:20] == _EM_X86_64_LE
+    # e_type (bytes 16-17): only executables and shared objects get caches, not
+    # object files (crt*.o, kernel modules) or core dumps.
+    return (len(head) == 20 and head[:6] == _X86_64_ELF_IDENT and head[18:20] == _EM_X86_64_LE
+            and head[16:18] in _LOADABLE_E_TYPES)

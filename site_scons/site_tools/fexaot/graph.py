@@ -1,0 +1,98 @@
+"""From rootfs files to SCons nodes: one per-object target per ELF file, one bundle per app.
+
+Every rootfs file becomes a source node exactly once, under its canonical path
+inside the rootfs (symlinks resolved inside the rootfs), so ``python3`` and
+``python3.11`` share one object, and a library is compiled once however many
+bundles contain it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import SCons.Errors
+
+from fexaot_tool.cache.key import FileIdCache
+from fexaot_tool.elf.closure import resolve_closure
+from fexaot_tool.elf.rootfs import Rootfs
+from fexaot_tool.errors import FexaotError
+
+
+class FexaotGraph:
+    def __init__(self, env, rootfs_dir: str, out_dir, fileids: FileIdCache, progress) -> None:
+        self.env = env
+        try:
+            self.rootfs = Rootfs(rootfs_dir)
+        except FexaotError as e:
+            raise SCons.Errors.UserError(str(e)) from None
+        self.out_dir = out_dir
+        self.fileids = fileids
+        self.progress = progress
+        self._objects: dict[str, object] = {}
+
+    def object_target(self, guest_path: str):
+        """The per-object cache node for a canonical guest path (created once)."""
+        target = self._objects.get(guest_path)
+        if target is not None:
+            return target
+        host_path = self.rootfs.host_path(guest_path)
+        # env.fs.File, not env.File: a '$' in a file name must not be substituted.
+        source = self.env.fs.File(host_path)
+        source.attributes.guest_path = guest_path
+        try:
+            identity = self.fileids.identity(host_path)
+        except OSError as e:
+            raise SCons.Errors.UserError(f"{guest_path}: cannot read: {e.strerror}") from None
+        # The content signature SCons stores and compares for this source: its
+        # identity, never its mtime (see the module docstring of the tool).
+        source.get_ninfo().csig = identity.content_hash.hex()
+        target_path = os.path.join(self.out_dir.abspath, "objects", guest_path.lstrip("/") + ".fexcache")
+        target = self.env.FexaotObject(target=self.env.fs.File(target_path), source=source)[0]
+        self._objects[guest_path] = target
+        self.progress.add(target)
+        return target
+
+    def requested_object(self, guest_path: str):
+        """An object target asked for by name: the name must be the canonical path."""
+        try:
+            canonical = self.rootfs.resolve(guest_path)
+        except FexaotError as e:
+            raise SCons.Errors.UserError(str(e)) from None
+        if canonical != guest_path:
+            wanted = os.path.join(self.out_dir.abspath, "objects", canonical.lstrip("/") + ".fexcache")
+            raise SCons.Errors.UserError(f"{guest_path} is a link to {canonical} in ROOTFS; ask for {wanted}")
+        return self.object_target(canonical)
+
+    def app(self, name: str, program: str):
+        """Bundle of ``program`` and its whole dependency closure."""
+        bundle_path = os.path.join(self.out_dir.abspath, f"{name}.fexcache")
+        try:
+            guest = self.rootfs.which(program) if "/" not in program else self.rootfs.resolve(program)
+            if guest is None:
+                raise FexaotError(f"{bundle_path}", f"program {program!r} not found on the PATH of ROOTFS {self.rootfs.root}")
+            closure = resolve_closure(self.rootfs, guest)
+        except FexaotError as e:
+            raise SCons.Errors.UserError(str(e)) from None
+        if closure.missing:
+            missing = ", ".join(f"{m.name} (needed by {m.needed_by})" for m in closure.missing)
+            raise SCons.Errors.UserError(f"{guest}: libraries not found in ROOTFS {self.rootfs.root}: {missing}")
+        objects = [self.object_target(path) for path in closure.paths]
+        bundle = self.env.FexaotBundle(target=self.env.fs.File(bundle_path), source=objects)
+        self.progress.add(bundle[0])
+        return bundle
+
+    def file_set(self, name: str, dirs: list[str]):
+        """Per-object caches for every x86-64 ELF executable or library under ``dirs``."""
+        try:
+            paths = list(self.rootfs.walk_elf_files(dirs))
+        except FexaotError as e:
+            raise SCons.Errors.UserError(str(e)) from None
+        nodes = [self.object_target(p) for p in paths]
+        return self.env.Alias(name, nodes)
+
+    def save(self) -> None:
+        os.makedirs(self.out_dir.abspath, exist_ok=True)
+        try:
+            self.fileids.save()
+        except FexaotError as e:
+            raise SCons.Errors.UserError(str(e)) from None
