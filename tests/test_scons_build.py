@@ -184,3 +184,31 @@ def test_missing_library_is_a_clear_error(project, fixture_rootfs):
     assert result.returncode != 0
     assert "not found" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_corrupt_elf_in_a_set_fails_with_one_clear_line(project):
+    """A file that looks like x86-64 ELF but is cut short: its compile fails, nothing is written."""
+    victim = Path(Rootfs(str(project.rootfs)).host_path("/usr/bin/app"))
+    victim.write_bytes(victim.read_bytes()[:40])  # the ELF ident survives, the header does not
+    result = project.scons("-k", "everything", check=False)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("fexaot compile:")]
+    assert lines == ["fexaot compile: /usr/bin/app: truncated ELF header (40 bytes, need 64)"]
+    assert "Traceback" not in result.stderr
+    assert not (project.out / "objects/usr/bin/app.fexcache").exists()
+    # -k built everything else.
+    assert (project.out / "objects/usr/lib/x86_64-linux-gnu/libc.so.6.fexcache").exists()
+
+
+def test_python3_from_the_host_rootfs(tmp_path):
+    """The README's main job on this machine: python3.11 and its five libraries, real FileIds."""
+    project = SconsProject(tmp_path / "host", Path("/"))
+    project.scons("cache/python3.fexcache", jobs=2)
+    rootfs = Rootfs("/")
+    closure = resolve_closure(rootfs, rootfs.which("python3"))
+    assert len(closure.paths) == 6  # python3.11, ld.so, libm, libz, libexpat, libc
+    with CacheFile.open(str(project.out / "python3.fexcache")) as cache:
+        cache.verify_all()
+        modules = {m.file_id: cache.module(m.file_id).name for m in cache.modules}
+    expected = {module_identity(path).file_id: os.path.basename(path) for path in closure.paths}
+    assert modules == expected
