@@ -1,0 +1,48 @@
+"""build_codemap: seeds -> sweep + descent -> blocks, for one ELF file."""
+
+from __future__ import annotations
+
+import os
+
+from fexaot_tool.discover.codemap import Codemap, Reason
+from fexaot_tool.discover.elfimage import ElfImage
+from fexaot_tool.discover.explore import Explorer
+from fexaot_tool.discover.seeds import collect_seeds
+
+
+def build_codemap(path: str | os.PathLike, display_name: str | None = None) -> Codemap:
+    """The codemap of the x86-64 ELF file at ``path``.
+
+    ``display_name`` names the file in errors and notes (e.g. its path inside a
+    rootfs).  Raises an :class:`~fexaot_tool.elf.ElfError` subclass for a file the
+    ELF layer rejects; anything wrong beyond the program headers degrades the
+    codemap and is described in :attr:`Codemap.notes` instead.
+    """
+    image = ElfImage(path, display_name)
+    seeds = collect_seeds(image)
+    explorer = Explorer(seeds)
+    explorer.run()
+    blocks, dropped = explorer.blocks()
+    notes = list(seeds.notes)
+    if seeds.rejected:
+        notes.append("seeds outside the executable ranges: " + _count_by_reason(seeds.rejected))
+    if explorer.stray_targets:
+        notes.append("branch targets outside the executable ranges: " + _count_by_reason(explorer.stray_targets))
+    if explorer.sweep_stops:
+        first = ", ".join(f"{a:#x}" for a in explorer.sweep_stops[:3])
+        notes.append(f"linear sweep stopped at undecodable bytes in {len(explorer.sweep_stops)} FDE range(s) "
+                     f"(at {first})")
+    if explorer.unfinished:
+        notes.append("descent stopped after its round limit; some jump tables may be unexplored")
+    if dropped:
+        notes.append(f"{dropped} block start(s) dropped: the bytes there do not decode")
+    return Codemap(tuple(blocks), len(seeds.fdes), sum(seeds.rejected.values()), seeds.degraded,
+                   tuple(notes))
+
+
+def _count_by_reason(counts) -> str:
+    parts = []
+    for bits, n in sorted(counts.items()):
+        names = "|".join(r.name.lower() for r in Reason if bits & r)
+        parts.append(f"{n} {names}")
+    return ", ".join(parts)
