@@ -47,7 +47,7 @@ def make_image(path: str, name: str | None = None) -> ModuleImage:
         guest = f.read(24)
     sections = {
         SectionKind.CODEMAP: pack_section(SectionKind.CODEMAP, [
-            CodemapEntry(entry, 16, 4, 0b1), CodemapEntry(entry + 16, 8, 2, 0b100)]),
+            CodemapEntry(entry, 16, 4, 0b1, 0), CodemapEntry(entry + 16, 8, 2, 0b100, 0b10)]),
         SectionKind.BLOCK_INDEX: pack_section(SectionKind.BLOCK_INDEX, [
             BlockIndexEntry(entry, 0, 32, xxhash.xxh3_64_intdigest(guest[:16]), 16),
             BlockIndexEntry(entry + 16, 32, 16, xxhash.xxh3_64_intdigest(guest[16:]), 8)]),

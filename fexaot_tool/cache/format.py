@@ -141,21 +141,22 @@ class ElfFacts:
 
 @dataclass(frozen=True)
 class CodemapEntry:
-    """One guest basic block found by static discovery."""
+    """One guest basic block found by static discovery (fexaot_tool.discover.Block)."""
 
     start: int  # guest offset from the image base
     length: int  # bytes of guest code
     instruction_count: int
-    seeds: int  # bit set of why the block was found; the discover layer assigns the bits
+    reasons: int  # why the block was found: fexaot_tool.discover.Reason bits
+    flags: int  # facts about the block: fexaot_tool.discover.Flag bits
 
-    STRUCT = struct.Struct("<QIIII")  # start, length, instruction_count, seeds, reserved
+    STRUCT = struct.Struct("<QIIII")  # start, length, instruction_count, reasons, flags
 
     def pack(self) -> bytes:
-        return self.STRUCT.pack(self.start, self.length, self.instruction_count, self.seeds, 0)
+        return self.STRUCT.pack(self.start, self.length, self.instruction_count, self.reasons, self.flags)
 
     @classmethod
     def from_fields(cls, fields: tuple) -> CodemapEntry:
-        return cls(*fields[:4])
+        return cls(*fields)
 
 
 @dataclass(frozen=True)
@@ -257,9 +258,7 @@ def unpack_section(kind: SectionKind, data: bytes | memoryview) -> Iterator[Reco
 # Per-entry checks on raw STRUCT tuples (a section of a big library has ~10^5
 # entries; building a record object for each would triple the cost).
 def _codemap_problem(f: tuple, code_size: int, strings_size: int) -> str | None:
-    _start, length, _count, _seeds, reserved = f
-    if reserved:
-        return "has a nonzero reserved field"
+    _start, length, _count, _reasons, _flags = f
     if length == 0:
         return "has length 0"
     return None

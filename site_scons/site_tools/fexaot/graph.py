@@ -59,7 +59,7 @@ class FexaotGraph:
         except FexaotError as e:
             raise SCons.Errors.UserError(str(e)) from None
         if canonical != guest_path:
-            wanted = os.path.join(self.out_dir.abspath, "objects", canonical.lstrip("/") + ".fexcache")
+            wanted = os.path.relpath(os.path.join(self.out_dir.abspath, "objects", canonical.lstrip("/") + ".fexcache"))
             raise SCons.Errors.UserError(f"{guest_path} is a link to {canonical} in ROOTFS; ask for {wanted}")
         return self.object_target(canonical)
 
