@@ -212,3 +212,14 @@ def test_python3_from_the_host_rootfs(tmp_path):
         modules = {m.file_id: cache.module(m.file_id).name for m in cache.modules}
     expected = {module_identity(path).file_id: os.path.basename(path) for path in closure.paths}
     assert modules == expected
+
+
+def test_file_names_with_spaces_and_dollar_signs(project):
+    """SCons substitutes '$' and splits on spaces: rootfs file names must survive both."""
+    odd = "/usr/bin/my app$HOME"
+    app = Path(Rootfs(str(project.rootfs)).host_path("/usr/bin/app"))
+    (project.rootfs / odd.lstrip("/")).write_bytes(app.read_bytes() + b"\0")
+    result = project.scons("everything")
+    assert odd in result.compiled
+    with CacheFile.open(str(project.out / "objects" / (odd.lstrip("/") + ".fexcache"))) as cache:
+        assert [cache.module(m.file_id).name for m in cache.modules] == ["my app$HOME"]

@@ -19,7 +19,7 @@ from pathlib import Path
 from fexaot_tool.errors import FexaotError
 
 REPO = Path(__file__).resolve().parent.parent.parent
-_ACTION = re.compile(r"^\[\s*\d+/\d+\] (compile|bundle) (\S+)")
+_ACTION = re.compile(r"^\[\s*\d+/\d+\] (compile|bundle) (.+)  \(\d+ remaining\)$")
 
 
 @dataclass

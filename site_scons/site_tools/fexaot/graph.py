@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 import SCons.Errors
+import SCons.Subst
 
 from fexaot_tool.cache.key import FileIdCache
 from fexaot_tool.elf.closure import resolve_closure
@@ -38,7 +39,9 @@ class FexaotGraph:
         host_path = self.rootfs.host_path(guest_path)
         # env.fs.File, not env.File: a '$' in a file name must not be substituted.
         source = self.env.fs.File(host_path)
-        source.attributes.guest_path = guest_path
+        # A Literal is neither substituted ('$' in a file name) nor split (spaces)
+        # when SCons puts it on a command line or a progress line.
+        source.attributes.guest_path = SCons.Subst.Literal(guest_path)
         try:
             identity = self.fileids.identity(host_path)
         except OSError as e:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import threading
 
+import SCons.Subst
+
 
 class BuildProgress:
     def __init__(self) -> None:
@@ -24,9 +26,10 @@ class BuildProgress:
             with self._lock:
                 self._seen.add(node)
 
-    def line(self, verb: str, what, target) -> str:
+    def line(self, verb: str, what, target):
         with self._lock:
             done = len(self._seen)
         total = len(self.targets)
         width = len(str(total))
-        return f"[{done:>{width}}/{total}] {verb} {what}  ({total - done} remaining)"
+        # Literal: SCons must not substitute a '$' that a file name may hold.
+        return SCons.Subst.Literal(f"[{done:>{width}}/{total}] {verb} {what}  ({total - done} remaining)")
