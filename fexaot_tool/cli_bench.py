@@ -42,3 +42,6 @@ def register(sub) -> None:
     p.add_argument("--repeat", type=int, default=3, help="null builds per target (default 3)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench_build)
+
+    from fexaot_tool import cli_runtime
+    cli_runtime.register_run(bench_sub)
