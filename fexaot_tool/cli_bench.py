@@ -6,6 +6,8 @@ import json
 import tempfile
 from pathlib import Path
 
+from fexaot_tool.translate.bench import register_translate
+
 
 def _cmd_bench_build(args) -> int:
     from rich.console import Console
@@ -45,3 +47,4 @@ def register(sub) -> None:
 
     from fexaot_tool import cli_runtime
     cli_runtime.register_run(bench_sub)
+    register_translate(bench_sub)

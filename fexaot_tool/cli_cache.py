@@ -59,6 +59,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from fexaot_tool.cache.inspect import as_json, render, summarize
     from fexaot_tool.cache.reader import CacheFile
 
+    if args.block is not None:
+        return _inspect_block(args)
     with CacheFile.open(args.file) as cache:
         if args.verify:
             cache.verify_all()
@@ -67,6 +69,43 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(as_json(summary), indent=2))
     else:
         render(summary, Console())
+    return 0
+
+
+def _inspect_block(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from fexaot_tool.cache.format import SectionKind
+    from fexaot_tool.cache.inspect import block_listing, render_block
+    from fexaot_tool.cache.reader import CacheFile
+    from fexaot_tool.errors import FexaotError
+
+    address = int(args.block, 0)
+    with CacheFile.open(args.file) as cache:
+        modules = [cache.module(e.file_id) for e in cache.modules]
+        if args.module:
+            modules = [m for m in modules if m.name == args.module]
+            if not modules:
+                raise FexaotError(args.file, f"no module named {args.module!r}")
+        elif len(modules) > 1:
+            names = ", ".join(m.name for m in modules)
+            raise FexaotError(args.file, f"a bundle of {len(modules)} modules: choose one with --module ({names})")
+        module = modules[0]
+        offset = address - module.facts.image_base
+        guest_bytes = None
+        if args.elf:
+            from fexaot_tool.cache.reader import check_module_matches
+            from fexaot_tool.discover.elfimage import ElfImage
+
+            check_module_matches(module, args.elf)  # decode the bytes the code was made from, not others
+            entry = module.find_block(offset)
+            size = max((c.length for c in module.records(SectionKind.CODEMAP) if c.start == offset), default=0)
+            size = size or (entry.guest_size if entry else 0)
+            guest_bytes = ElfImage(args.elf).read(address, size) if size else None
+        listing = block_listing(module, offset, guest_bytes)
+    if listing.entry is None and listing.untranslatable is None:
+        raise FexaotError(args.file, f"{module.name} has no translated or untranslatable block at {address:#x}")
+    render_block(listing, Console(width=160))
     return 0
 
 
@@ -105,6 +144,9 @@ def register(sub) -> None:
     p.add_argument("file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--verify", action="store_true", help="also check every section entry of every module")
+    p.add_argument("--block", metavar="ADDR", help="show one block: guest instructions beside its AArch64 code")
+    p.add_argument("--module", help="with --block: the module of a bundle (its file name)")
+    p.add_argument("--elf", help="with --block: the module's ELF file, to decode the guest instructions")
     p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("key", help="print an ELF file's FileId, the ConfigId and the runtime cache name")

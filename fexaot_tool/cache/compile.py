@@ -3,20 +3,26 @@
 ``fexaot compile`` and the SCons builder both call :func:`compile_file`, so the
 two produce byte-identical files.  The steps: read and check the ELF file,
 compute its identity (:mod:`fexaot_tool.cache.key`), find its blocks
-(:mod:`fexaot_tool.discover`) and write the module.  Every filter keeps the
-codemap; the translator will fill BLOCK_INDEX, RELOCATIONS, UNTRANSLATABLE and
-CODE with the blocks the filter selects.
+(:mod:`fexaot_tool.discover`), translate the blocks the filter selects
+(:mod:`fexaot_tool.translate`) and write the module.  Every filter keeps the
+codemap; ``speed`` translates every codemap block into BLOCK_INDEX,
+RELOCATIONS, UNTRANSLATABLE, STRINGS and CODE.  ``speed-profile`` has no
+profile input yet and ``verify`` never has code, so both write the codemap only.
 """
 
 from __future__ import annotations
 
 import os
 
-from fexaot_tool.cache.format import CodemapEntry, ElfFacts, Filter, SectionKind, pack_section
+from fexaot_tool.cache.format import (
+    BlockIndexEntry, CodemapEntry, ElfFacts, Filter, Relocation, SectionKind, Untranslatable, pack_section,
+)
 from fexaot_tool.cache.key import TranslatorConfig, config_id, module_identity
 from fexaot_tool.cache.writer import ModuleImage, write_cache
 from fexaot_tool.discover import Codemap, build_codemap
+from fexaot_tool.discover.elfimage import ElfImage
 from fexaot_tool.elf import read_elf
+from fexaot_tool.translate import BlockRequest, GuestCode, ModuleTranslation, translate_module
 
 
 def codemap_section(codemap: Codemap, image_base: int) -> bytes:
@@ -27,7 +33,43 @@ def codemap_section(codemap: Codemap, image_base: int) -> bytes:
     ))
 
 
-def compile_module(host_path: str, display_name: str | None = None) -> ModuleImage:
+def guest_code(host_path: str, image_base: int, display_name: str | None = None) -> GuestCode:
+    """The executable bytes of an ELF file, addressed by virtual address, for the translator."""
+    image = ElfImage(host_path, display_name)
+    ranges = tuple((r.start, image.data[r.file_offset:r.file_offset + r.end - r.start]) for r in image.code_ranges)
+    return GuestCode(image_base, ranges)
+
+
+def translation_sections(translation: ModuleTranslation, image_base: int) -> dict[SectionKind, bytes]:
+    """BLOCK_INDEX, RELOCATIONS, UNTRANSLATABLE, STRINGS and CODE of one module's translation."""
+    strings = bytearray()
+    string_at: dict[str, tuple[int, int]] = {}  # each detail text is stored once
+
+    def string(text: str) -> tuple[int, int]:
+        if text not in string_at:
+            data = text.encode("utf-8")
+            string_at[text] = (len(strings), len(data))
+            strings.extend(data)
+        return string_at[text]
+
+    untranslatable = []
+    for u in translation.untranslated:
+        offset, size = string(u.detail)
+        untranslatable.append(Untranslatable(u.start - image_base, u.length, u.reason, offset, size))
+    return {
+        SectionKind.BLOCK_INDEX: pack_section(SectionKind.BLOCK_INDEX, (
+            BlockIndexEntry(b.start - image_base, b.code_offset, b.code_size, b.guest_hash, b.guest_size)
+            for b in translation.blocks)),
+        SectionKind.RELOCATIONS: pack_section(SectionKind.RELOCATIONS, (
+            Relocation(offset, kind, addend) for offset, kind, addend in translation.relocations)),
+        SectionKind.UNTRANSLATABLE: pack_section(SectionKind.UNTRANSLATABLE, untranslatable),
+        SectionKind.STRINGS: bytes(strings),
+        SectionKind.CODE: translation.code,
+    }
+
+
+def compile_module(host_path: str, display_name: str | None = None, config: TranslatorConfig | None = None,
+                   filter: Filter = Filter.VERIFY) -> ModuleImage:
     """The module image of one ELF file (``display_name`` names it in errors)."""
     name = display_name or host_path
     info = read_elf(host_path, display_name=name)
@@ -35,11 +77,17 @@ def compile_module(host_path: str, display_name: str | None = None) -> ModuleIma
     facts = ElfFacts.from_elf(info)
     codemap = build_codemap(host_path, display_name=name)
     sections = {SectionKind.CODEMAP: codemap_section(codemap, facts.image_base)}
+    if filter == Filter.SPEED:
+        config = config or TranslatorConfig()
+        translation = translate_module(guest_code(host_path, facts.image_base, name),
+                                       (BlockRequest(b.start, b.length) for b in codemap.blocks),
+                                       memory_order=config.memory_order)
+        sections.update(translation_sections(translation, facts.image_base))
     return ModuleImage(identity=identity, name=os.path.basename(host_path), facts=facts, sections=sections)
 
 
 def compile_file(host_path: str, output: str, config: TranslatorConfig, filter: Filter,
                  display_name: str | None = None) -> None:
     """Write the per-object cache of ``host_path`` to ``output`` (atomically)."""
-    image = compile_module(host_path, display_name)
+    image = compile_module(host_path, display_name, config, filter)
     write_cache(output, config_id(config), filter, [image])

@@ -27,10 +27,10 @@ import xxhash
 from fexaot_tool.cache.atomic import atomic_write
 from fexaot_tool.cache.format import FORMAT_VERSION
 from fexaot_tool.errors import FexaotError
-
-# Bumped by the translator whenever the code it generates for the same input
-# changes (new lowering, new relocation kind, ...).  The translator will own it.
-TRANSLATOR_VERSION = 1
+# TRANSLATOR_VERSION is owned by the translator (bumped whenever the code it
+# generates for the same input changes); it is hashed here, the one place
+# ConfigId is computed.
+from fexaot_tool.translate import TRANSLATOR_VERSION
 
 # Target AArch64 features, named after the Arm ARM's FEAT_* (FEAT_LSE -> "lse").
 KNOWN_CPU_FEATURES = frozenset({

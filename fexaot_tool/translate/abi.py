@@ -1,0 +1,63 @@
+"""The guest-state ABI of translated code: docs/abi.md as constants.
+
+Offsets, host register numbers, exit reasons and relocation kinds.  The
+translator, the validator and the runtime's AArch64 engine read them from here;
+nothing else hard-codes them.
+"""
+
+from __future__ import annotations
+
+import enum
+
+# Guest register n (x86 numbering RAX=0, RCX=1, ... R15=15) lives in GPR_HOST[n].
+GPR_HOST: tuple[int, ...] = (4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 19, 20)
+RSP = 4  # x86 register number of RSP
+PF_SRC = 21  # low byte of the last PF-defining result
+AF_SRC = 22  # src1 ^ src2 ^ result of the last AF-defining op (AF = bit 4)
+STATE = 28  # pointer to the state block; never changes inside translated code
+NEXT_RIP = 0  # x0 carries the next guest RIP at an exit
+# Registers a block may clobber (x0 and x1 are also used by the exit sequence).
+SCRATCH: tuple[int, ...] = (0, 1, 2, 3, 23, 24, 25, 26, 27, 29, 30)
+
+# State block layout (docs/abi.md "State block").
+GPR_OFFSET = 0x000
+RIP_OFFSET = 0x080
+RFLAGS_OFFSET = 0x088
+FS_BASE_OFFSET = 0x090
+GS_BASE_OFFSET = 0x098
+DF_OFFSET = 0x0A0
+PF_SRC_OFFSET = 0x0A8
+AF_SRC_OFFSET = 0x0B0
+NZCV_OFFSET = 0x0B8
+EXIT_REASON_OFFSET = 0x0C0
+MXCSR_OFFSET = 0x0C4
+EXIT_INFO_OFFSET = 0x0C8
+DISPATCH_OFFSET = 0x0D0
+EXIT_TO_RUNTIME_OFFSET = 0x0D8
+XMM_OFFSET = 0x100
+RUNTIME_PRIVATE_OFFSET = 0x200
+STATE_SIZE = 0x400
+
+
+class ExitReason(enum.IntEnum):
+    """``exit_reason`` values of an exit to the runtime (docs/abi.md)."""
+
+    SYSCALL = 1  # x0: after the syscall
+    CPUID = 2  # x0: after
+    RDTSC = 3  # x0: after
+    INT3 = 4  # x0: after (as the kernel reports SIGTRAP)
+    HLT = 5  # x0: of the instruction
+    UD2 = 6  # x0: of the instruction
+    DIVIDE_ERROR = 7  # x0: of the div/idiv
+    UNTRANSLATABLE = 8  # x0: of the instruction; exit_info: its length
+
+
+# Reasons whose x0 is the RIP after the instruction; the others report the instruction itself.
+EXIT_AFTER: frozenset[ExitReason] = frozenset({ExitReason.SYSCALL, ExitReason.CPUID, ExitReason.RDTSC,
+                                                ExitReason.INT3})
+
+
+class RelocationKind(enum.IntEnum):
+    """RELOCATIONS ``kind`` values (docs/abi.md "Relocations")."""
+
+    GUEST_ABS64 = 1  # 8 bytes := load_base + image_base + addend

@@ -1,0 +1,433 @@
+"""The per-block code builder: AArch64 words, temporaries, literals, guest operands, flags.
+
+Semantic functions (:mod:`fexaot_tool.translate.lower`) describe an x86
+instruction with the helpers here; the builder knows the guest-state ABI
+(:mod:`abi`), the partial-register rules of x86 and the memory-ordering mode,
+so the semantic functions do not.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import iced_x86
+from iced_x86 import OpKind, Register
+
+from fexaot_tool.translate import a64, abi
+from fexaot_tool.translate.a64 import C_BIT, V_BIT, ZR, Cond, Shift
+
+# RflagsBits as iced-x86 numbers them.
+OF, SF, ZF, AF, CF, PF = 1, 2, 4, 8, 16, 32
+NZCV_FLAGS = OF | SF | ZF | CF
+ALL_FLAGS = OF | SF | ZF | AF | CF | PF
+
+
+class Unsupported(Exception):
+    """An instruction (or one form of it) the translator cannot express; ``reason`` is an UntranslatableReason."""
+
+    def __init__(self, reason: int, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _register_table() -> dict[int, tuple[int, int, bool]]:
+    """iced Register -> (x86 register number, size in bytes, is AH/CH/DH/BH)."""
+    names64 = ["RAX", "RCX", "RDX", "RBX", "RSP", "RBP", "RSI", "RDI"] + [f"R{i}" for i in range(8, 16)]
+    names32 = ["EAX", "ECX", "EDX", "EBX", "ESP", "EBP", "ESI", "EDI"] + [f"R{i}D" for i in range(8, 16)]
+    names16 = ["AX", "CX", "DX", "BX", "SP", "BP", "SI", "DI"] + [f"R{i}W" for i in range(8, 16)]
+    names8 = ["AL", "CL", "DL", "BL", "SPL", "BPL", "SIL", "DIL"] + [f"R{i}L" for i in range(8, 16)]
+    table: dict[int, tuple[int, int, bool]] = {}
+    for size, names in ((8, names64), (4, names32), (2, names16), (1, names8)):
+        for n, name in enumerate(names):
+            table[getattr(Register, name)] = (n, size, False)
+    for n, name in enumerate(("AH", "CH", "DH", "BH")):
+        table[getattr(Register, name)] = (n, 1, True)
+    return table
+
+
+REGISTERS = _register_table()
+GPR_HOST = abi.GPR_HOST
+HOST_RSP = GPR_HOST[abi.RSP]
+# Scratch registers in the order temp() hands them out (it pops from the end).  x0 is not
+# one: indirect branches load their target into it early.
+_TEMPORARIES = tuple(r for r in abi.SCRATCH[::-1] if r != abi.NEXT_RIP)
+_SIZE_LOG2 = {1: 0, 2: 1, 4: 2, 8: 3}
+
+
+class Builder:
+    """AArch64 code of one block under construction."""
+
+    def __init__(self, tso: bool, image_base: int):
+        self.tso = tso
+        self.image_base = image_base
+        self.words: list[int] = []
+        self.literal_index: dict[int, int] = {}  # guest address -> literal slot
+        self.literal_loads: list[tuple[int, int, int]] = []  # (word index, slot, rd)
+        self.cf_inverted = False  # C holds NOT x86 CF (after subs/cmp/sbb)
+        self._free: list[int] = []
+        # Per instruction, set by the driver:
+        self.ins: iced_x86.Instruction | None = None
+        self.need = ALL_FLAGS  # flags this instruction writes that someone reads
+        self.live_after = ALL_FLAGS  # flags live after this instruction
+
+    # -- emission -----------------------------------------------------------------------
+
+    def emit(self, word: int) -> None:
+        self.words.append(word)
+
+    def begin_instruction(self, ins: iced_x86.Instruction, need: int, live_after: int) -> None:
+        self.ins = ins
+        self.need = need
+        self.live_after = live_after
+        self._free = list(_TEMPORARIES)
+
+    def temp(self) -> int:
+        if not self._free:
+            raise AssertionError("out of scratch registers")  # a lowering bug, not a guest property
+        return self._free.pop()
+
+    def here(self) -> int:
+        return len(self.words)
+
+    def patch_branch(self, at: int, encoder, *args) -> None:
+        """Fill the placeholder at word ``at`` with a forward branch to here."""
+        self.words[at] = encoder(*args, (len(self.words) - at) * 4)
+
+    def mov_imm(self, sf: int, rd: int, value: int) -> None:
+        """Materialise a constant with the fewest movz/movn/movk (or one orr of a bitmask)."""
+        width = 64 if sf else 32
+        value &= (1 << width) - 1
+        chunks = [(value >> (16 * i)) & 0xFFFF for i in range(width // 16)]
+        zeros = chunks.count(0)
+        ones = chunks.count(0xFFFF)
+        if zeros < len(chunks) - 1 and ones < len(chunks) - 1 and a64.encode_bitmask(value, width):
+            self.emit(a64.orr_imm(sf, rd, ZR, value))
+            return
+        if ones > zeros:
+            first = next(i for i, c in enumerate(chunks) if c != 0xFFFF) if ones < len(chunks) else 0
+            self.emit(a64.movn(sf, rd, ~chunks[first] & 0xFFFF, first))
+            rest = [i for i, c in enumerate(chunks) if c != 0xFFFF and i != first]
+        else:
+            first = next((i for i, c in enumerate(chunks) if c), 0)
+            self.emit(a64.movz(sf, rd, chunks[first], first))
+            rest = [i for i, c in enumerate(chunks) if c and i != first]
+        for i in rest:
+            self.emit(a64.movk(sf, rd, chunks[i], i))
+
+    def load_guest_address(self, rd: int, address: int) -> None:
+        """rd = a guest address of this module, through a relocated literal (cached code runs at any base)."""
+        slot = self.literal_index.setdefault(address, len(self.literal_index))
+        self.literal_loads.append((len(self.words), slot, rd))
+        self.emit(0)  # ldr rd, <literal>: filled in by finish()
+
+    # -- guest registers ----------------------------------------------------------------
+
+    def read_reg(self, reg: int, zero_extend: bool = False) -> int:
+        """A host register holding guest ``reg``'s value.
+
+        Without ``zero_extend`` only the operand's low bits are meaningful (callers
+        use w-forms or shift the garbage out); AH..DH are always extracted.
+        """
+        n, size, high = REGISTERS[reg]
+        host = GPR_HOST[n]
+        if high:
+            t = self.temp()
+            self.emit(a64.ubfx(0, t, host, 8, 8))
+            return t
+        if zero_extend and size < 8:
+            t = self.temp()
+            if size == 4:
+                self.emit(a64.mov_reg(0, t, host))
+            else:
+                self.emit(a64.ubfx(0, t, host, 0, size * 8))
+            return t
+        return host
+
+    def read_reg_sext(self, reg: int) -> int:
+        """guest ``reg`` sign-extended to 64 bits."""
+        n, size, high = REGISTERS[reg]
+        host = GPR_HOST[n]
+        if size == 8:
+            return host
+        t = self.temp()
+        self.emit(a64.sbfx(1, t, host, 8 if high else 0, size * 8))
+        return t
+
+    def dest_reg(self, reg: int) -> int:
+        """Where to compute a value for guest ``reg``: the host register itself for 32/64-bit writes."""
+        n, size, _ = REGISTERS[reg]
+        return GPR_HOST[n] if size >= 4 else self.temp()
+
+    def write_reg(self, reg: int, src: int) -> None:
+        """guest ``reg`` := src, with x86's rules: 32-bit writes zero-extend, 8/16-bit writes merge."""
+        n, size, high = REGISTERS[reg]
+        host = GPR_HOST[n]
+        if size == 8:
+            if src != host:
+                self.emit(a64.mov_reg(1, host, src))
+        elif size == 4:
+            # A w-form op that computed into ``host`` already zero-extended it.
+            if src != host:
+                self.emit(a64.mov_reg(0, host, src))
+        else:
+            self.emit(a64.bfi(1, host, src, 8 if high else 0, size * 8))
+
+    # -- memory -------------------------------------------------------------------------
+
+    def _is_stack(self, ins: iced_x86.Instruction) -> bool:
+        return ins.memory_base == Register.RSP
+
+    def address(self, ins: iced_x86.Instruction) -> tuple[int, int]:
+        """(host register, byte offset) whose sum is the memory operand's effective address.
+
+        The offset is nonzero only when it fits a plain load/store (relaxed mode or
+        RSP-relative); otherwise it is folded into a temporary.
+        """
+        if ins.is_ip_rel_memory_operand:
+            t = self.temp()
+            self.load_guest_address(t, ins.ip_rel_memory_address)
+            base, disp = t, 0
+        else:
+            base_reg, index_reg = ins.memory_base, ins.memory_index
+            disp = ins.memory_displacement
+            if disp >= 1 << 63:
+                disp -= 1 << 64
+            base = index = None
+            if base_reg != Register.NONE:
+                if REGISTERS.get(base_reg, (0, 0, False))[1] != 8:
+                    raise Unsupported(REASON_OPERAND, "32-bit or unusual address base")
+                base = GPR_HOST[REGISTERS[base_reg][0]]
+            if index_reg != Register.NONE:
+                if REGISTERS.get(index_reg, (0, 0, False))[1] != 8:
+                    raise Unsupported(REASON_OPERAND, "32-bit or vector address index")
+                index = GPR_HOST[REGISTERS[index_reg][0]]
+            if index is not None:
+                t = self.temp()
+                scale = {1: 0, 2: 1, 4: 2, 8: 3}[ins.memory_index_scale]
+                if base is None:
+                    self.emit(a64.lsl_imm(1, t, index, scale))
+                else:
+                    self.emit(a64.add_reg(1, t, base, index, Shift.LSL, scale))
+                base = t
+            elif base is None:
+                t = self.temp()
+                self.mov_imm(1, t, disp)
+                base, disp = t, 0
+        segment = ins.segment_prefix
+        if segment in (Register.FS, Register.GS):
+            t = self.temp()
+            offset = abi.FS_BASE_OFFSET if segment == Register.FS else abi.GS_BASE_OFFSET
+            self.emit(a64.ldr_uimm(3, t, abi.STATE, offset))
+            self.emit(a64.add_reg(1, t, t, base))
+            base = t
+        return base, disp
+
+    def _fold(self, base: int, disp: int) -> int:
+        """A register holding base + disp.
+
+        Always a new temporary, never ``base`` updated in place: a read-modify-write
+        folds the same (base, disp) pair again for its store.
+        """
+        if disp == 0:
+            return base
+        t = self.temp()
+        self.add_const(t, base, disp)
+        return t
+
+    def add_const(self, rd: int, rn: int, value: int) -> None:
+        """rd = rn + value (64-bit), without touching the flags."""
+        if 0 <= value < 4096:
+            self.emit(a64.add_imm(1, rd, rn, value))
+        elif -4096 < value < 0:
+            self.emit(a64.sub_imm(1, rd, rn, -value))
+        elif 0 <= value < (1 << 24) and not value & 0xFFF:
+            self.emit(a64.add_imm(1, rd, rn, value >> 12, lsl12=True))
+        else:
+            t = self.temp() if rd == rn or rd not in abi.SCRATCH else rd
+            if t == rn:
+                t = self.temp()
+            self.mov_imm(1, t, value)
+            self.emit(a64.add_reg(1, rd, rn, t))
+
+    def load(self, size: int, base: int, disp: int, stack: bool, rd: int | None = None) -> int:
+        """Zero-extending load of ``size`` bytes at base + disp."""
+        rd = self.temp() if rd is None else rd
+        log2 = _SIZE_LOG2[size]
+        if self.tso and not stack:
+            self.emit(a64.ldapr(log2, rd, self._fold(base, disp)))
+        elif 0 <= disp < (4096 << log2) and not disp % size:
+            self.emit(a64.ldr_uimm(log2, rd, base, disp))
+        elif -256 <= disp < 256:
+            self.emit(a64.ldur(log2, rd, base, disp))
+        else:
+            self.emit(a64.ldr_uimm(log2, rd, self._fold(base, disp), 0))
+        return rd
+
+    def store(self, size: int, src: int, base: int, disp: int, stack: bool) -> None:
+        log2 = _SIZE_LOG2[size]
+        if self.tso and not stack:
+            self.emit(a64.stlr(log2, src, self._fold(base, disp)))
+        elif 0 <= disp < (4096 << log2) and not disp % size:
+            self.emit(a64.str_uimm(log2, src, base, disp))
+        elif -256 <= disp < 256:
+            self.emit(a64.stur(log2, src, base, disp))
+        else:
+            self.emit(a64.str_uimm(log2, src, self._fold(base, disp), 0))
+
+    # -- operands -----------------------------------------------------------------------
+
+    def op_size(self, i: int) -> int:
+        ins = self.ins
+        kind = ins.op_kind(i)
+        if kind == OpKind.REGISTER:
+            return REGISTERS[ins.op_register(i)][1]
+        if kind == OpKind.MEMORY:
+            return iced_x86.MemorySizeExt.size(ins.memory_size)
+        raise Unsupported(REASON_OPERAND, "operand size of an immediate")
+
+    def read_op(self, i: int, size: int, zero_extend: bool = False) -> int:
+        """Operand ``i`` in a host register (memory is loaded, immediates materialised)."""
+        ins = self.ins
+        kind = ins.op_kind(i)
+        if kind == OpKind.REGISTER:
+            reg = ins.op_register(i)
+            if reg not in REGISTERS:
+                raise Unsupported(REASON_OPERAND, f"register operand {reg}")
+            return self.read_reg(reg, zero_extend)
+        if kind == OpKind.MEMORY:
+            base, disp = self.address(ins)
+            return self.load(size, base, disp, self._is_stack(ins))
+        t = self.temp()
+        self.mov_imm(1 if size == 8 else 0, t, self.imm(i, size))
+        return t
+
+    def imm(self, i: int, size: int) -> int:
+        """Immediate operand ``i`` as an unsigned value of ``size`` bytes."""
+        return self.ins.immediate(i) & ((1 << (size * 8)) - 1)
+
+    def is_imm(self, i: int) -> bool:
+        return self.ins.op_kind(i) not in (OpKind.REGISTER, OpKind.MEMORY)
+
+    def write_op(self, i: int, size: int, value: int, address: tuple[int, int] | None = None) -> None:
+        """Operand ``i`` := value; ``address`` reuses an already computed memory address."""
+        ins = self.ins
+        if ins.op_kind(i) == OpKind.REGISTER:
+            self.write_reg(ins.op_register(i), value)
+            return
+        base, disp = address if address is not None else self.address(ins)
+        self.store(size, value, base, disp, self._is_stack(ins))
+
+    # -- flags --------------------------------------------------------------------------
+
+    def set_carry_inverted(self, inverted: bool) -> None:
+        """Make C hold NOT CF (``inverted``) or CF, with one cfinv if needed."""
+        if self.cf_inverted != inverted:
+            self.emit(a64.cfinv())
+            self.cf_inverted = inverted
+
+    def normalise_carry(self) -> None:
+        """At block exits and before conditional flag updates, C must be x86 CF (docs/abi.md)."""
+        self.set_carry_inverted(False)
+
+    def write_pf(self, result: int) -> None:
+        if self.need & PF and result != abi.PF_SRC:
+            self.emit(a64.mov_reg(1, abi.PF_SRC, result))
+
+    def logic_flags(self, size: int, result: int) -> None:
+        """SF, ZF, PF of ``result``, CF = OF = 0 (and/or/xor/test, AF undefined)."""
+        if self.need & NZCV_FLAGS:
+            # 0 + (result << (32 - bits)): N and Z of the sized result, and no carry or overflow.
+            sf = 1 if size == 8 else 0
+            self.emit(a64.adds_reg(sf, ZR, ZR, result, Shift.LSL, 0 if size >= 4 else 32 - size * 8))
+            self.cf_inverted = False
+        self.write_pf(result)
+
+    def insert_flag(self, src: int, bit: int, flag_mask: int) -> None:
+        """Set one NZCV flag (C_BIT or V_BIT) from bit ``bit`` of ``src``, leaving the others alone."""
+        position = {C_BIT: 1, V_BIT: 0}[flag_mask]
+        self.emit(a64.rmif(src, (bit - position) % 64, flag_mask))
+        if flag_mask == C_BIT:
+            self.cf_inverted = False
+
+    def parity_odd(self) -> int:
+        """A temp whose bit 0 is the XOR of PF_SRC's low 8 bits (so PF = NOT bit 0)."""
+        t = self.temp()
+        self.emit(a64.eor_reg(1, t, abi.PF_SRC, abi.PF_SRC, Shift.LSR, 4))
+        self.emit(a64.eor_reg(1, t, t, t, Shift.LSR, 2))
+        self.emit(a64.eor_reg(1, t, t, t, Shift.LSR, 1))
+        return t
+
+    def condition(self, cc: int) -> Cond:
+        """The AArch64 condition equal to x86 condition ``cc`` (not P/NP); may emit a cfinv."""
+        if cc in (CC_BE, CC_A):
+            self.set_carry_inverted(True)  # LS/HI test C clear / set together with Z
+        if cc in (CC_B, CC_AE):
+            taken_if_c = (cc == CC_B) != self.cf_inverted
+            return Cond.HS if taken_if_c else Cond.LO
+        return _CONDITIONS[cc]
+
+    # -- exits --------------------------------------------------------------------------
+
+    def exit_to(self, guest_rip: int | None) -> None:
+        """Leave to the dispatcher with x0 = guest_rip (None: x0 already holds it)."""
+        self.normalise_carry()
+        if guest_rip is not None:
+            self.load_guest_address(abi.NEXT_RIP, guest_rip)
+        self.emit(a64.ldr_uimm(3, 1, abi.STATE, abi.DISPATCH_OFFSET))
+        self.emit(a64.br(1))
+
+    def exit_to_runtime(self, reason: int, guest_rip: int, info: int = 0) -> None:
+        self.normalise_carry()
+        self.emit(a64.movz(0, 1, reason))
+        self.emit(a64.str_uimm(2, 1, abi.STATE, abi.EXIT_REASON_OFFSET))
+        if info:
+            self.emit(a64.movz(0, 1, info))
+            self.emit(a64.str_uimm(3, 1, abi.STATE, abi.EXIT_INFO_OFFSET))
+        else:
+            self.emit(a64.str_uimm(3, ZR, abi.STATE, abi.EXIT_INFO_OFFSET))
+        self.load_guest_address(abi.NEXT_RIP, guest_rip)
+        self.emit(a64.ldr_uimm(3, 1, abi.STATE, abi.EXIT_TO_RUNTIME_OFFSET))
+        self.emit(a64.br(1))
+
+    # -- result -------------------------------------------------------------------------
+
+    def finish(self) -> tuple[bytes, list[tuple[int, int]]]:
+        """(code with its literal pool, [(byte offset of a literal, guest address)])."""
+        words = self.words
+        if len(words) % 2:
+            words.append(a64.udf())  # 8-byte align the pool (block code starts 8-aligned)
+        pool = len(words) * 4
+        for at, slot, rd in self.literal_loads:
+            words[at] = a64.ldr_literal(1, rd, pool + slot * 8 - at * 4)
+        code = struct.pack(f"<{len(words)}I", *words) + bytes(8 * len(self.literal_index))
+        literals = []
+        for address, slot in self.literal_index.items():
+            literals.append((pool + slot * 8, address))
+        return bytes(code), literals
+
+
+# x86 condition codes as iced-x86 numbers them (ConditionCode).
+CC_O, CC_NO, CC_B, CC_AE, CC_E, CC_NE, CC_BE, CC_A = 1, 2, 3, 4, 5, 6, 7, 8
+CC_S, CC_NS, CC_P, CC_NP, CC_L, CC_GE, CC_LE, CC_G = 9, 10, 11, 12, 13, 14, 15, 16
+# With C = NOT CF (Builder.condition arranges it for BE/A): CF=1 or ZF=1 is LS, CF=0 and ZF=0 is HI.
+_CONDITIONS = {
+    CC_O: Cond.VS, CC_NO: Cond.VC, CC_E: Cond.EQ, CC_NE: Cond.NE, CC_BE: Cond.LS, CC_A: Cond.HI,
+    CC_S: Cond.MI, CC_NS: Cond.PL, CC_L: Cond.LT, CC_GE: Cond.GE, CC_LE: Cond.LE, CC_G: Cond.GT,
+}
+
+# Untranslatable reasons (the UNTRANSLATABLE section's ``reason``; 0 is invalid).
+REASON_UNSUPPORTED = 1  # an integer instruction the lowering table has no row for
+REASON_VECTOR = 2  # SSE/AVX/MMX: the next issue
+REASON_X87 = 3
+REASON_STRING = 4  # movs/stos/cmps/scas/lods (rep or not)
+REASON_ATOMIC = 5  # lock prefix, xchg with memory, cmpxchg, xadd
+REASON_OPERAND = 6  # an operand form not covered (32-bit addressing, 8/16-bit adc/sbb, ...)
+REASON_UNDECODABLE = 7  # bytes that do not decode or leave the file image
+REASON_SYSTEM = 8  # privileged, I/O, segment and far control transfers
+
+REASON_NAMES = {
+    REASON_UNSUPPORTED: "unsupported-instruction", REASON_VECTOR: "vector", REASON_X87: "x87",
+    REASON_STRING: "string-op", REASON_ATOMIC: "atomic", REASON_OPERAND: "operand-form",
+    REASON_UNDECODABLE: "undecodable", REASON_SYSTEM: "system",
+}
