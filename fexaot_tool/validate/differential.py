@@ -1,0 +1,714 @@
+"""Differential execution: a translated block against its guest bytes, from the same state.
+
+For one block, :class:`DifferentialHarness` runs the x86-64 guest bytes on
+unicorn x86-64 (the reference) and the cached AArch64 code on unicorn ARM64
+(``UC_CPU_ARM64_MAX``) from the same register, flag and memory state, and
+compares what docs/abi.md says must agree: the 16 GPRs, the flags the block
+defines, the bytes written to memory, the next RIP and the exit reason.
+
+Speed is the point (docs/validation.md): both engines are created once, guest
+memory is mapped once and only the bytes a case wrote are restored, registers
+cross through memory (the loader and spill stubs of :mod:`stubs`), and every
+``emu_start`` begins at a one-instruction jump so unicorn never re-translates
+the block under test.
+
+Memory: the module's PT_LOAD segments are mapped at a load base the harness
+picks, a 1 MiB arena of random bytes (half its aligned words point back into
+it) backs the registers the block uses as pointers, and any other page a case
+touches below the harness's own pages is mapped on demand in both engines with
+content that depends only on the page address and the seed.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import iced_x86
+import xxhash
+from unicorn import (
+    UC_ARCH_ARM64, UC_ARCH_X86, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_HOOK_MEM_WRITE, UC_MEM_FETCH_UNMAPPED, UC_MODE_64,
+    UC_MODE_ARM, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE, Uc, UcError,
+)
+from unicorn.arm64_const import UC_ARM64_REG_PC, UC_CPU_ARM64_MAX
+from unicorn.x86_const import (
+    UC_X86_REG_EFLAGS, UC_X86_REG_FPCW, UC_X86_REG_FPTAG, UC_X86_REG_FS_BASE, UC_X86_REG_GS_BASE,
+    UC_X86_REG_MXCSR, UC_X86_REG_R8, UC_X86_REG_R9, UC_X86_REG_R10, UC_X86_REG_R11, UC_X86_REG_R12,
+    UC_X86_REG_R13, UC_X86_REG_R14, UC_X86_REG_R15, UC_X86_REG_RAX, UC_X86_REG_RBP, UC_X86_REG_RBX,
+    UC_X86_REG_RCX, UC_X86_REG_RDI, UC_X86_REG_RDX, UC_X86_REG_RIP, UC_X86_REG_RSI, UC_X86_REG_RSP,
+)
+
+from fexaot_tool.validate import stubs
+from fexaot_tool.validate.guest_abi import (
+    AF, CF, DF, FLAG_NAMES, GPR_NAMES, NZCV_C, NZCV_N, NZCV_V, NZCV_Z, OF, OFF_AF_SRC, OFF_DF, OFF_DISPATCH,
+    OFF_EXIT_INFO, OFF_EXIT_REASON, OFF_EXIT_TO_RUNTIME, OFF_FS_BASE, OFF_GPR, OFF_GS_BASE, OFF_MXCSR, OFF_NZCV,
+    OFF_PF_SRC, OFF_RFLAGS, OFF_RIP, PF, SF, STATE_SIZE, STATUS_FLAGS, ZF, ExitReason, rip_after,
+)
+
+PAGE = 0x1000
+
+# Guest memory lies below INFRA_BASE; the harness's stubs, state block and the
+# installed AArch64 code lie above it, so a guest access never lands on them and
+# the write hooks (bounded to the guest range) never see the stubs' own stores.
+INFRA_BASE = 0x7F00_0000_0000
+GUEST_LIMIT = INFRA_BASE
+ARENA_BASE = 0x0010_0000_0000
+ARENA_SIZE = 0x10_0000
+# Pointer registers start this far inside the arena, so displacements of a few
+# KiB either way stay in pre-mapped memory.
+ARENA_MARGIN = 0x1_0000
+DEMAND_PAGE_LIMIT = 4096  # demand-mapped pages kept between cases before they are all dropped
+A64_STEP_LIMIT = 100_000  # AArch64 instructions before a block is declared not to exit
+FS_BASE = ARENA_BASE + ARENA_SIZE // 2
+GS_BASE = ARENA_BASE + ARENA_SIZE // 4
+MXCSR_DEFAULT = 0x1F80
+
+# x86 engine layout (above INFRA_BASE).
+_X86_ENTRY = INFRA_BASE + 0x000  # jmp [loader slot]
+_X86_SPILL_ENTRY = INFRA_BASE + 0x040  # jmp [spill slot]
+_X86_LOADER = INFRA_BASE + 0x100
+_X86_SPILL = INFRA_BASE + 0x400
+_X86_NEVER = INFRA_BASE + 0xFF0  # an ``until`` that is never reached: runs stop by count
+_X86_DATA = INFRA_BASE + 0x1000
+_X86_IMAGE_IN = _X86_DATA  # 16 GPRs, RFLAGS, block address
+_X86_SLOTS = _X86_DATA + 0x100  # loader address, spill address
+_X86_IMAGE_OUT = _X86_DATA + 0x200  # 16 GPRs, RFLAGS
+
+# AArch64 engine layout.
+_A64_ENTRY = INFRA_BASE + 0x000  # b loader
+_A64_LOADER = INFRA_BASE + 0x100
+_A64_DISPATCH = INFRA_BASE + 0x400
+_A64_EXIT_TO_RUNTIME = INFRA_BASE + 0x600
+_A64_HALT = INFRA_BASE + 0x800
+_A64_STATE = INFRA_BASE + 0x1000
+A64_CODE_BASE = INFRA_BASE + 0x10_0000  # installed translated code, module after module
+
+_IMAGE_IN = struct.Struct("<16QQQ")  # GPRs, RFLAGS, block address
+_IMAGE_OUT = struct.Struct("<16QQ")
+_STATE_HEAD = struct.Struct("<16QQQQQQQQQIIQQQ")  # the state block through exit_to_runtime
+# _STATE_HEAD's fields in order with their docs/abi.md offsets and sizes, checked
+# here so that a change of the ABI cannot silently shift what the harness reads.
+_HEAD_LAYOUT = ((OFF_GPR, 128), (OFF_RIP, 8), (OFF_RFLAGS, 8), (OFF_FS_BASE, 8), (OFF_GS_BASE, 8), (OFF_DF, 8),
+                (OFF_PF_SRC, 8), (OFF_AF_SRC, 8), (OFF_NZCV, 8), (OFF_EXIT_REASON, 4), (OFF_MXCSR, 4),
+                (OFF_EXIT_INFO, 8), (OFF_DISPATCH, 8), (OFF_EXIT_TO_RUNTIME, 8))
+assert _HEAD_LAYOUT[0][0] == 0 and all(a + n == b for (a, n), (b, _) in zip(_HEAD_LAYOUT, _HEAD_LAYOUT[1:]))
+assert _STATE_HEAD.size == OFF_EXIT_TO_RUNTIME + 8
+# Index of each named field in an unpacked _STATE_HEAD (the 16 GPRs come first).
+_H = {name: 16 + i for i, name in enumerate((
+    "rip", "rflags", "fs_base", "gs_base", "df", "pf_src", "af_src", "nzcv", "exit_reason", "mxcsr", "exit_info",
+    "dispatch", "exit_to_runtime"))}
+assert len(_H) + 16 == len(_HEAD_LAYOUT) + 15
+_MASK64 = (1 << 64) - 1
+_X86_GPRS = (UC_X86_REG_RAX, UC_X86_REG_RCX, UC_X86_REG_RDX, UC_X86_REG_RBX, UC_X86_REG_RSP, UC_X86_REG_RBP,
+             UC_X86_REG_RSI, UC_X86_REG_RDI, UC_X86_REG_R8, UC_X86_REG_R9, UC_X86_REG_R10, UC_X86_REG_R11,
+             UC_X86_REG_R12, UC_X86_REG_R13, UC_X86_REG_R14, UC_X86_REG_R15)
+
+# iced-x86 RflagsBits -> x86 RFLAGS bits
+_ICED_FLAGS = ((iced_x86.RflagsBits.CF, CF), (iced_x86.RflagsBits.PF, PF), (iced_x86.RflagsBits.AF, AF),
+               (iced_x86.RflagsBits.ZF, ZF), (iced_x86.RflagsBits.SF, SF), (iced_x86.RflagsBits.OF, OF),
+               (iced_x86.RflagsBits.DF, DF))
+COMPARED_FLAGS = STATUS_FLAGS | DF
+
+# Instructions a translated block must leave through exit_to_runtime with a reason.
+_EXIT_MNEMONICS = {
+    iced_x86.Mnemonic.SYSCALL: ExitReason.SYSCALL,
+    iced_x86.Mnemonic.CPUID: ExitReason.CPUID,
+    iced_x86.Mnemonic.RDTSC: ExitReason.RDTSC,
+    iced_x86.Mnemonic.INT3: ExitReason.INT3,
+    iced_x86.Mnemonic.HLT: ExitReason.HLT,
+    iced_x86.Mnemonic.UD2: ExitReason.UD2,
+}
+_DIVIDES = {iced_x86.Mnemonic.DIV, iced_x86.Mnemonic.IDIV}
+_REG64 = {iced_x86.Register.RAX + n: n for n in range(16)}
+_REG32 = {iced_x86.Register.EAX + n: n for n in range(16)}
+_RCX = 1
+
+# Values at the edges where flag and overflow logic goes wrong.
+EDGE_VALUES = (
+    0, 1, 2, _MASK64, _MASK64 - 1, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 0x7FFF_FFFF, 0x8000_0000,
+    0xFFFF_FFFF, 0x1_0000_0000, 0x7FFF_FFFF_FFFF_FFFF, 0x8000_0000_0000_0000, 0x8000_0000_0000_0001,
+)
+_FIXED_PATTERNS = (
+    (lambda n: 0, 0),
+    (lambda n: 1, STATUS_FLAGS),
+    (lambda n: _MASK64, STATUS_FLAGS),
+    (lambda n: 0x7FFF_FFFF_FFFF_FFFF if n % 2 else 0x8000_0000_0000_0000, CF | ZF),
+    (lambda n: (0x7FFF_FFFF, 0x8000_0000, 0xFFFF_FFFF, 0x1_0000_0000)[n % 4], SF | OF),
+    (lambda n: (0x7F, 0x80, 0xFF, 0x7FFF, 0x8000, 0xFFFF)[n % 6], CF | PF | AF),
+)
+
+
+# --- what crosses the layer -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GuestInstruction:
+    """One decoded guest instruction, with the facts the comparison needs (from iced-x86)."""
+
+    ip: int
+    length: int
+    text: str
+    exit_reason: ExitReason | None  # the reason a translation must exit with, for syscall & co.
+    divides: bool  # may raise #DE
+    flow_control: bool  # a branch, call, return or interrupt: the block ends here
+    repeats: bool  # a rep/repe/repne string instruction: one instruction, many iterations
+    flags_modified: int  # x86 RFLAGS bits
+    flags_undefined: int
+
+    @property
+    def next_ip(self) -> int:
+        return self.ip + self.length
+
+
+@dataclass(frozen=True)
+class BlockUnderTest:
+    """A translated block, placed: guest bytes at ``guest_address``, relocated code at ``code_address``."""
+
+    module: str
+    guest_offset: int  # from the module's image base, as in the cache
+    guest_address: int
+    guest_bytes: bytes
+    code_address: int
+    code: bytes  # after relocation
+    instructions: tuple[GuestInstruction, ...]
+    pointer_registers: frozenset[int]  # GPR numbers used as a memory base (incl. RSP for the stack)
+    index_registers: frozenset[int]
+    count_registers: frozenset[int]  # RCX of a rep-prefixed instruction
+    reads_df: bool
+    # Length of the instruction right after the block, when known: a block translated
+    # only up to an untranslatable instruction exits there with exit_info = this length.
+    following_length: int | None = None
+
+    @property
+    def rep_indexes(self) -> tuple[int, ...]:
+        return tuple(i for i, ins in enumerate(self.instructions) if ins.repeats)
+
+    @property
+    def natural_stop(self) -> int:
+        """How many instructions the reference runs when the translation exits normally."""
+        for i, ins in enumerate(self.instructions):
+            if ins.exit_reason is not None:
+                return i
+            if ins.flow_control:
+                return i + 1
+        return len(self.instructions)
+
+
+@dataclass(frozen=True)
+class GuestState:
+    """An input state: GPRs, RFLAGS (status flags and DF) and the AArch64 PF/AF sources that encode them."""
+
+    gpr: tuple[int, ...]
+    rflags: int
+    pf_src: int  # parity of its low byte is PF
+    af_src: int  # its bit 4 is AF
+
+    def describe(self) -> dict[str, str]:
+        out = {name: f"{value:#x}" for name, value in zip(GPR_NAMES, self.gpr)}
+        out["rflags"] = f"{self.rflags:#x} ({flag_names(self.rflags) or '-'})"
+        out["pf_src"] = f"{self.pf_src:#x}"  # how the AArch64 side holds PF and AF (docs/abi.md)
+        out["af_src"] = f"{self.af_src:#x}"
+        out["fs_base"] = f"{FS_BASE:#x}"
+        out["gs_base"] = f"{GS_BASE:#x}"
+        return out
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One field where the translation disagrees with the reference."""
+
+    field: str  # "rax", "rip", "ZF", "exit", "memory"
+    expected: str  # the x86 reference
+    actual: str  # the translation
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    state: GuestState
+    differences: tuple[Difference, ...] = ()
+    skipped: str | None = None  # why the case says nothing (the reference faulted, ...)
+
+
+@dataclass(frozen=True)
+class _Exit:
+    kind: str  # "next" or an ExitReason name
+    rip: int
+
+
+@dataclass
+class _Run:
+    """What one engine did in one case (mutable while it is collected)."""
+
+    gpr: tuple[int, ...] = ()
+    rip: int = 0
+    flags: int = 0
+    exit: _Exit | None = None
+    fault: str | None = None
+    exit_info: int = 0
+    interrupts: list[int] = field(default_factory=list)
+
+
+def flag_names(bits: int) -> str:
+    return " ".join(name for bit, name in FLAG_NAMES.items() if bits & bit)
+
+
+def parity_even(byte: int) -> bool:
+    return bin(byte & 0xFF).count("1") % 2 == 0
+
+
+# --- decoding a block -------------------------------------------------------------
+
+
+def _x86_flags(iced_bits: int) -> int:
+    return sum(bit for iced, bit in _ICED_FLAGS if iced_bits & iced)
+
+
+def decode_block(guest_bytes: bytes, address: int) -> tuple[GuestInstruction, ...] | str:
+    """The block's instructions, or why it cannot be run (a string)."""
+    decoder = iced_x86.Decoder(64, guest_bytes, ip=address)
+    formatter = iced_x86.Formatter(iced_x86.FormatterSyntax.INTEL)
+    out = []
+    for ins in decoder:
+        if ins.is_invalid:
+            return f"undecodable bytes at {ins.ip:#x}"
+        mnemonic = ins.mnemonic
+        out.append(GuestInstruction(
+            ip=ins.ip, length=ins.len, text=formatter.format(ins),
+            exit_reason=_EXIT_MNEMONICS.get(mnemonic), divides=mnemonic in _DIVIDES,
+            flow_control=ins.flow_control != iced_x86.FlowControl.NEXT,
+            repeats=ins.is_string_instruction and (ins.has_rep_prefix or ins.has_repe_prefix or ins.has_repne_prefix),
+            flags_modified=_x86_flags(ins.rflags_modified), flags_undefined=_x86_flags(ins.rflags_undefined),
+        ))
+    return tuple(out)
+
+
+def instruction_length(data: bytes, address: int) -> int | None:
+    """Length of the instruction at the start of ``data``, None when it does not decode."""
+    ins = iced_x86.Decoder(64, data, ip=address).decode()
+    return None if ins.is_invalid else ins.len
+
+
+def register_roles(guest_bytes: bytes, address: int) -> tuple[frozenset[int], frozenset[int], frozenset[int], bool]:
+    """(pointer, index, count registers, reads DF) of a block, from iced-x86's used-memory facts."""
+    info = iced_x86.InstructionInfoFactory()
+    pointers: set[int] = set()
+    indexes: set[int] = set()
+    counts: set[int] = set()
+    reads_df = False
+    for ins in iced_x86.Decoder(64, guest_bytes, ip=address):
+        for mem in info.info(ins).used_memory():
+            for reg, into in ((mem.base, pointers), (mem.index, indexes)):
+                n = _REG64.get(reg, _REG32.get(reg))
+                if n is not None:
+                    into.add(n)
+        if ins.has_rep_prefix or ins.has_repe_prefix or ins.has_repne_prefix:
+            counts.add(_RCX)
+        reads_df |= bool(ins.rflags_read & iced_x86.RflagsBits.DF)
+    return frozenset(pointers), frozenset(indexes - pointers), frozenset(counts), reads_df
+
+
+def defined_flags(instructions: Sequence[GuestInstruction]) -> int:
+    """The flags whose value after ``instructions`` x86 defines (unwritten flags keep their input: defined)."""
+    undefined = 0
+    for ins in instructions:
+        undefined = (undefined & ~ins.flags_modified) | ins.flags_undefined
+    return COMPARED_FLAGS & ~undefined
+
+
+# --- input states -----------------------------------------------------------------
+
+
+def block_rng(seed: int, module: str, guest_offset: int) -> random.Random:
+    """A generator that depends only on the seed and the block, not on the sample around it."""
+    return random.Random(xxhash.xxh3_64_intdigest(f"{seed}:{module}:{guest_offset:x}".encode()))
+
+
+def make_states(block: BlockUnderTest, rng: random.Random, count: int) -> list[GuestState]:
+    """Edge-case states first (0, 1, -1, sign and carry boundaries), then random ones.
+
+    Registers the block dereferences point into the arena; index registers stay
+    small; a rep count stays small so a case is a few iterations, not 2^64.
+    """
+    states = []
+    for i in range(count):
+        if i < len(_FIXED_PATTERNS):
+            pattern, flags = _FIXED_PATTERNS[i]
+            values = [pattern(n) for n in range(16)]
+        else:
+            values = [_random_value(rng) for _ in range(16)]
+            flags = rng.getrandbits(12) & STATUS_FLAGS
+        for n in block.index_registers:
+            values[n] = rng.choice((0, 1, 2, 7, -1 & _MASK64, -8 & _MASK64, rng.randrange(256)))
+        for n in block.count_registers:
+            values[n] = rng.choice((0, 1, 3, rng.randrange(32)))
+        for n in block.pointer_registers:
+            offset = rng.randrange(ARENA_MARGIN, ARENA_SIZE - ARENA_MARGIN)
+            values[n] = ARENA_BASE + (offset & ~7 if rng.random() < 0.7 else offset)
+        if block.reads_df and rng.random() < 0.5:
+            flags |= DF
+        pf_src = rng.randrange(256)
+        if parity_even(pf_src) != bool(flags & PF):
+            pf_src ^= 1
+        af_src = (rng.getrandbits(64) & ~0x10) | (0x10 if flags & AF else 0)
+        states.append(GuestState(tuple(values), flags, pf_src | (rng.getrandbits(56) << 8), af_src))
+    return states
+
+
+def _random_value(rng: random.Random) -> int:
+    # getrandbits, not choice/randrange: state generation was a third of a case's time.
+    r = rng.getrandbits(8)
+    if r < 90:
+        return EDGE_VALUES[rng.getrandbits(16) % len(EDGE_VALUES)]
+    if r < 180:
+        return rng.getrandbits(64)
+    if r < 218:
+        return rng.getrandbits(32)
+    return (rng.getrandbits(10) - 512) & _MASK64
+
+
+# --- the harness ------------------------------------------------------------------
+
+
+class DifferentialHarness:
+    """Two unicorn engines with shared guest memory, the stubs, and the case loop."""
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self.x86 = Uc(UC_ARCH_X86, UC_MODE_64)
+        self.a64 = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+        self.a64.ctl_set_cpu_model(UC_CPU_ARM64_MAX)
+        self._original: dict[int, bytes] = {}  # page -> content every case starts from
+        self._demand_pages: list[int] = []
+        self._writes: list[tuple[int, int]] = []
+        self._x86_interrupts: list[int] = []
+        self._a64_unmapped: int | None = None  # last unmapped address the AArch64 side touched
+        self._code_end = A64_CODE_BASE
+        self._install_x86_stubs()
+        self._install_a64_stubs()
+        self._map_arena()
+        for uc in (self.x86, self.a64):
+            uc.hook_add(UC_HOOK_MEM_WRITE, self._on_write, begin=0, end=GUEST_LIMIT - 1)
+            uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
+        self.x86.hook_add(UC_HOOK_INTR, self._on_x86_interrupt)
+
+    # -- setup ------------------------------------------------------------------
+
+    def _install_x86_stubs(self) -> None:
+        x86 = self.x86
+        x86.mem_map(INFRA_BASE, PAGE, UC_PROT_READ | UC_PROT_EXEC)
+        x86.mem_map(_X86_DATA, PAGE, UC_PROT_READ | UC_PROT_WRITE)
+        x86.mem_write(_X86_ENTRY, stubs.x86_jmp_abs(_X86_SLOTS, _X86_ENTRY))
+        x86.mem_write(_X86_SPILL_ENTRY, stubs.x86_jmp_abs(_X86_SLOTS + 8, _X86_SPILL_ENTRY))
+        x86.mem_write(_X86_LOADER, stubs.x86_loader(_X86_IMAGE_IN, _X86_IMAGE_IN + 0x88, _X86_LOADER))
+        x86.mem_write(_X86_SPILL, stubs.x86_spill(_X86_IMAGE_OUT, _X86_SPILL))
+        x86.mem_write(_X86_SLOTS, struct.pack("<QQ", _X86_LOADER, _X86_SPILL))
+        # A Linux process's FPU state, not unicorn's (NOTES.md), for blocks that touch x87/SSE.
+        x86.reg_write(UC_X86_REG_FPCW, 0x37F)
+        x86.reg_write(UC_X86_REG_FPTAG, 0xFFFF)
+        x86.reg_write(UC_X86_REG_MXCSR, MXCSR_DEFAULT)
+        x86.reg_write(UC_X86_REG_FS_BASE, FS_BASE)
+        x86.reg_write(UC_X86_REG_GS_BASE, GS_BASE)
+        self._x86_clean = x86.context_save()
+
+    def _install_a64_stubs(self) -> None:
+        a64 = self.a64
+        a64.mem_map(INFRA_BASE, PAGE, UC_PROT_READ | UC_PROT_EXEC)
+        a64.mem_map(_A64_STATE, PAGE, UC_PROT_READ | UC_PROT_WRITE)
+        a64.mem_write(_A64_ENTRY, stubs.a64_branch(_A64_LOADER - _A64_ENTRY))
+        a64.mem_write(_A64_LOADER, stubs.a64_loader(_A64_STATE))
+        a64.mem_write(_A64_DISPATCH, stubs.a64_exit_entry(stubs.EXIT_VIA_DISPATCH, _A64_HALT - _A64_DISPATCH))
+        a64.mem_write(_A64_EXIT_TO_RUNTIME,
+                      stubs.a64_exit_entry(stubs.EXIT_VIA_RUNTIME, _A64_HALT - _A64_EXIT_TO_RUNTIME))
+        a64.mem_write(_A64_HALT, struct.pack("<I", stubs.NOP))
+        self._a64_clean = a64.context_save()
+
+    def _map_arena(self) -> None:
+        rng = random.Random(self.seed ^ 0xA4E7A)
+        words = []
+        for _ in range(ARENA_SIZE // 8):
+            # Half the words are pointers back into the arena, so a block that loads
+            # a pointer and dereferences it still stays in mapped memory.
+            if rng.random() < 0.5:
+                words.append(ARENA_BASE + rng.randrange(ARENA_MARGIN, ARENA_SIZE - ARENA_MARGIN, 8))
+            else:
+                words.append(rng.getrandbits(64))
+        self.map_guest(ARENA_BASE, struct.pack(f"<{len(words)}Q", *words), executable=False)
+
+    def map_guest(self, address: int, data: bytes, executable: bool = True) -> None:
+        """Map guest memory (page-aligned ``address``) with ``data`` in both engines."""
+        assert address % PAGE == 0 and address + len(data) <= GUEST_LIMIT
+        size = -(-len(data) // PAGE) * PAGE
+        padded = bytes(data) + bytes(size - len(data))
+        self.x86.mem_map(address, size, UC_PROT_ALL if executable else UC_PROT_READ | UC_PROT_WRITE)
+        self.a64.mem_map(address, size, UC_PROT_READ | UC_PROT_WRITE)
+        self.x86.mem_write(address, padded)
+        self.a64.mem_write(address, padded)
+        for page in range(address, address + size, PAGE):
+            self._original[page] = padded[page - address:page - address + PAGE]
+
+    def install_code(self, code: bytes) -> int:
+        """Map AArch64 code (already relocated) after what was installed before; return its address."""
+        address = self._code_end
+        size = max(PAGE, -(-len(code) // PAGE) * PAGE)
+        self.a64.mem_map(address, size, UC_PROT_READ | UC_PROT_EXEC)
+        self.a64.mem_write(address, bytes(code))
+        self._code_end = address + size + PAGE  # a guard page between modules
+        return address
+
+    # -- hooks ------------------------------------------------------------------
+
+    def _on_write(self, uc, access, address, size, value, data) -> None:
+        self._writes.append((address, size))
+
+    def _on_unmapped(self, uc, access, address, size, value, data) -> bool:
+        if access == UC_MEM_FETCH_UNMAPPED:
+            return False  # guest code is the module's; a jump elsewhere ends the block (see _run_x86)
+        if uc is self.a64:
+            self._a64_unmapped = address
+        page = address & ~(PAGE - 1)
+        last = (address + max(size, 1) - 1) & ~(PAGE - 1)
+        if last + PAGE > GUEST_LIMIT:
+            return False  # the harness's own pages, or not a user address at all
+        for p in range(page, last + PAGE, PAGE):
+            if p not in self._original:
+                content = random.Random((self.seed << 48) ^ p).randbytes(PAGE)
+                self.x86.mem_map(p, PAGE, UC_PROT_READ | UC_PROT_WRITE)
+                self.a64.mem_map(p, PAGE, UC_PROT_READ | UC_PROT_WRITE)
+                self.x86.mem_write(p, content)
+                self.a64.mem_write(p, content)
+                self._original[p] = content
+                self._demand_pages.append(p)
+        return True
+
+    def _on_x86_interrupt(self, uc, intno, data) -> None:
+        self._x86_interrupts.append(intno)
+        uc.emu_stop()
+
+    # -- one case ---------------------------------------------------------------
+
+    def run_case(self, block: BlockUnderTest, state: GuestState) -> CaseResult:
+        self._writes.clear()
+        self._a64_unmapped = None
+        try:
+            return self._compare(block, state)
+        finally:
+            self._restore()
+
+    def _compare(self, block: BlockUnderTest, state: GuestState) -> CaseResult:
+        translated = self._run_a64(block, state)
+        differences: list[Difference] = []
+        stop, expected_exit = self._reference_stop(block, translated, differences)
+        reference = self._run_x86(block, state, stop)
+        if reference.fault is not None:
+            return CaseResult(state, skipped=f"reference faulted: {reference.fault}")
+        if reference.interrupts:
+            at = next((i for i in block.instructions if i.ip == reference.rip), None)
+            if reference.interrupts[0] == 0 and at is not None and at.divides:
+                expected_exit = _Exit(ExitReason.DIVIDE_ERROR.name, at.ip)
+            else:
+                return CaseResult(state, skipped=f"reference raised interrupt {reference.interrupts[0]} at {reference.rip:#x}")
+        if expected_exit is None:
+            expected_exit = _Exit("next", reference.rip)
+        if translated.fault is not None and _non_canonical(self._a64_unmapped):
+            # unicorn's x86 engine drops address bits above 47 where silicon raises
+            # #GP, so the reference "succeeded" at an alias: nothing to compare.
+            return CaseResult(state, skipped=f"non-canonical address: {self._a64_unmapped:#x}")
+        if translated.fault is not None:
+            differences.append(Difference("exit", _describe_exit(expected_exit), f"AArch64 engine: {translated.fault}"))
+            return CaseResult(state, tuple(differences))
+        if translated.exit != expected_exit:
+            differences.append(Difference("exit", _describe_exit(expected_exit), _describe_exit(translated.exit)))
+        for n, name in enumerate(GPR_NAMES):
+            if reference.gpr[n] != translated.gpr[n]:
+                differences.append(Difference(name, f"{reference.gpr[n]:#x}", f"{translated.gpr[n]:#x}"))
+        executed = block.instructions[:stop]
+        mask = defined_flags(executed)
+        for bit, name in FLAG_NAMES.items():
+            if mask & bit and (reference.flags ^ translated.flags) & bit:
+                differences.append(Difference(name, str(int(bool(reference.flags & bit))),
+                                              str(int(bool(translated.flags & bit)))))
+        differences.extend(self._memory_differences())
+        return CaseResult(state, tuple(differences))
+
+    def _reference_stop(self, block: BlockUnderTest, translated: _Run,
+                        differences: list[Difference]) -> tuple[int, _Exit | None]:
+        """How many instructions the reference runs, and the exit it implies when not a plain 'next'."""
+        natural = block.natural_stop
+        ins = block.instructions
+        natural_exit = None
+        if natural < len(ins) and ins[natural].exit_reason is not None:
+            reason = ins[natural].exit_reason
+            natural_exit = _Exit(reason.name, ins[natural].next_ip if rip_after(reason) else ins[natural].ip)
+        exit = translated.exit
+        if exit is None or exit.kind not in ExitReason.__members__:
+            return natural, natural_exit  # "next", or a reason docs/abi.md does not know: the exit comparison says
+        reason = ExitReason[exit.kind]
+        end = block.guest_address + len(block.guest_bytes)
+        if reason is ExitReason.UNTRANSLATABLE and exit.rip == end and natural == len(ins):
+            # The cache covers the prefix before the instruction the translator gave up on.
+            if block.following_length is not None and translated.exit_info != block.following_length:
+                differences.append(Difference("exit_info", str(block.following_length), str(translated.exit_info)))
+            return natural, exit
+        for i, candidate in enumerate(ins[:natural + 1]):
+            at = candidate.next_ip if rip_after(reason) else candidate.ip
+            if at != exit.rip:
+                continue
+            if reason is ExitReason.UNTRANSLATABLE:
+                if translated.exit_info != candidate.length:
+                    differences.append(Difference("exit_info", str(candidate.length), str(translated.exit_info)))
+                return i, exit  # the translator may give up at any instruction
+            if reason is ExitReason.DIVIDE_ERROR:
+                return i + 1, None  # the reference must raise #DE at this instruction itself
+            return i, natural_exit
+        return natural, natural_exit  # x0 is no instruction of the block: the exit comparison reports it
+
+    def _run_a64(self, block: BlockUnderTest, state: GuestState) -> _Run:
+        a64 = self.a64
+        nzcv = ((NZCV_N if state.rflags & SF else 0) | (NZCV_Z if state.rflags & ZF else 0)
+                | (NZCV_C if state.rflags & CF else 0) | (NZCV_V if state.rflags & OF else 0))
+        head = _STATE_HEAD.pack(
+            *state.gpr, block.guest_address, state.rflags | 2, FS_BASE, GS_BASE, 1 if state.rflags & DF else 0,
+            state.pf_src, state.af_src, nzcv, 0, MXCSR_DEFAULT, 0, _A64_DISPATCH, _A64_EXIT_TO_RUNTIME)
+        image = bytearray(STATE_SIZE)
+        image[:len(head)] = head
+        struct.pack_into("<QQ", image, stubs.OFF_EXIT_PATH, 0, block.code_address)
+        a64.mem_write(_A64_STATE, bytes(image))
+        run = _Run()
+        try:
+            a64.emu_start(_A64_ENTRY, _A64_HALT, count=A64_STEP_LIMIT)
+        except UcError as e:
+            pc = a64.reg_read(UC_ARM64_REG_PC)
+            run.fault = f"{e} at pc {pc:#x}"
+            a64.context_restore(self._a64_clean)
+            return run
+        out = a64.mem_read(_A64_STATE, stubs.OFF_ENTRY)
+        fields = _STATE_HEAD.unpack_from(out, 0)
+        path = struct.unpack_from("<Q", out, stubs.OFF_EXIT_PATH)[0]
+        if path == 0:
+            run.fault = f"no exit after {A64_STEP_LIMIT} instructions"
+            return run
+        run.gpr = fields[:16]
+        run.rip = fields[_H["rip"]]
+        nzcv = fields[_H["nzcv"]]
+        pf_src, af_src = fields[_H["pf_src"]], fields[_H["af_src"]]
+        run.flags = ((SF if nzcv & NZCV_N else 0) | (ZF if nzcv & NZCV_Z else 0) | (CF if nzcv & NZCV_C else 0)
+                     | (OF if nzcv & NZCV_V else 0) | (PF if parity_even(pf_src) else 0)
+                     | (AF if af_src & 0x10 else 0) | (DF if fields[_H["df"]] & 1 else 0))
+        if path == stubs.EXIT_VIA_DISPATCH:
+            run.exit = _Exit("next", run.rip)
+        else:
+            reason, run.exit_info = fields[_H["exit_reason"]], fields[_H["exit_info"]]
+            try:
+                run.exit = _Exit(ExitReason(reason).name, run.rip)
+            except ValueError:
+                run.exit = _Exit(f"unknown exit reason {reason}", run.rip)
+        return run
+
+    def _run_x86(self, block: BlockUnderTest, state: GuestState, stop: int) -> _Run:
+        """Run the first ``stop`` guest instructions, then spill the registers.
+
+        Runs stop by instruction count, except across a rep-prefixed string
+        instruction: unicorn counts each of its iterations, so it runs alone
+        from its address until the next instruction's.  A count stop happens
+        only once unicorn fetches the next instruction, so a fetch fault outside
+        the block after the last instruction is the block's normal exit.
+        """
+        x86 = self.x86
+        self._x86_interrupts.clear()
+        x86.mem_write(_X86_IMAGE_IN, _IMAGE_IN.pack(*state.gpr, state.rflags | 2, block.guest_address))
+        run = _Run()
+        reps = [i for i in block.rep_indexes if i < stop]
+        try:
+            first = reps[0] if reps else stop
+            x86.emu_start(_X86_ENTRY, _X86_NEVER, count=1 + stubs.X86_LOADER_INSTRUCTIONS + first)
+            for n, i in enumerate(reps):
+                if self._x86_interrupts:
+                    break
+                rep = block.instructions[i]
+                x86.emu_start(rep.ip, rep.next_ip)
+                until = reps[n + 1] if n + 1 < len(reps) else stop
+                if until > i + 1 and not self._x86_interrupts:
+                    x86.emu_start(rep.next_ip, _X86_NEVER, count=until - i - 1)
+        except UcError as e:
+            rip = x86.reg_read(UC_X86_REG_RIP)
+            inside = block.guest_address <= rip < block.guest_address + len(block.guest_bytes)
+            if e.errno not in (UC_ERR_FETCH_UNMAPPED, UC_ERR_FETCH_PROT) or inside:
+                run.fault = f"{e} at rip {rip:#x}"
+                x86.context_restore(self._x86_clean)  # leave no half-taken exception for the next case
+                return run
+        run.rip = x86.reg_read(UC_X86_REG_RIP)
+        run.interrupts = list(self._x86_interrupts)
+        if run.interrupts:
+            # After an exception unicorn keeps it pending: the next emu_start would
+            # raise a double fault.  So read the registers one by one (this is rare)
+            # and reset the CPU to the clean context saved at start-up.
+            run.gpr = tuple(x86.reg_read(r) for r in _X86_GPRS)
+            run.flags = x86.reg_read(UC_X86_REG_EFLAGS) & COMPARED_FLAGS
+            x86.context_restore(self._x86_clean)
+            return run
+        x86.emu_start(_X86_SPILL_ENTRY, _X86_NEVER, count=1 + stubs.X86_SPILL_INSTRUCTIONS)
+        fields = _IMAGE_OUT.unpack(x86.mem_read(_X86_IMAGE_OUT, _IMAGE_OUT.size))
+        run.gpr = fields[:16]
+        run.flags = fields[16] & COMPARED_FLAGS
+        return run
+
+    # -- memory -----------------------------------------------------------------
+
+    def _written_ranges(self) -> list[tuple[int, int]]:
+        spans = sorted((a, a + s) for a, s in self._writes if a < GUEST_LIMIT)
+        merged: list[list[int]] = []
+        for start, end in spans:
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        return [(s, e) for s, e in merged]
+
+    def _memory_differences(self) -> list[Difference]:
+        out = []
+        for start, end in self._written_ranges():
+            ref = bytes(self.x86.mem_read(start, end - start))
+            got = bytes(self.a64.mem_read(start, end - start))
+            if ref != got:
+                was = self._original_bytes(start, end)
+                out.append(Difference(f"memory[{start:#x}:{end:#x}]", ref.hex() + f" (was {was.hex()})", got.hex()))
+        return out
+
+    def _original_bytes(self, start: int, end: int) -> bytes:
+        parts = []
+        address = start
+        while address < end:
+            page = address & ~(PAGE - 1)
+            chunk_end = min(end, page + PAGE)
+            parts.append(self._original[page][address - page:chunk_end - page])
+            address = chunk_end
+        return b"".join(parts)
+
+    def _restore(self) -> None:
+        """Put back every byte the case wrote, in both engines; drop demand pages when there are many."""
+        for start, end in self._written_ranges():
+            original = self._original_bytes(start, end)
+            self.x86.mem_write(start, original)
+            self.a64.mem_write(start, original)
+        self._writes.clear()
+        if len(self._demand_pages) > DEMAND_PAGE_LIMIT:
+            for page in self._demand_pages:
+                self.x86.mem_unmap(page, PAGE)
+                self.a64.mem_unmap(page, PAGE)
+                del self._original[page]
+            self._demand_pages.clear()
+
+
+def _non_canonical(address: int | None) -> bool:
+    return address is not None and (address >> 47) not in (0, (1 << 17) - 1)
+
+
+def _describe_exit(exit: _Exit | None) -> str:
+    if exit is None:
+        return "no exit"
+    if exit.kind == "next":
+        return f"next rip {exit.rip:#x}"
+    return f"{exit.kind} at rip {exit.rip:#x}"
+

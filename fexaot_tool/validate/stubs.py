@@ -1,0 +1,165 @@
+"""The harness's own machine code: how state gets into and out of the two engines.
+
+Registers cross into unicorn through memory, not one ``reg_write`` per register
+(docs/validation.md has the measurements): a loader stub reads a register image
+from memory and jumps to the block, and a spill stub writes the registers back.
+
+x86-64 side (image layout: 16 GPRs in x86 order, then RFLAGS):
+  loader: ``mov rsp, IMG+0x80; popfq; mov REG, [rsp-0x88+8n]...; mov rsp, [..]; jmp [target]``
+  spill:  ``mov [rip+IMG+8n], REG...; lea rsp, [rip+IMG+0x88]; pushfq``
+
+AArch64 side: the state block of docs/abi.md.
+  loader: ``ldr x28, =state; ldr xN, [x28, #gpr]...; msr nzcv; ldr x1, [x28, #entry]; br x1``
+  dispatch / exit_to_runtime: note which entry was taken, spill x0, GPRs, x21, x22,
+  NZCV, then branch to the halt address the harness passes as emu_start's ``until``.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from fexaot_tool.validate.guest_abi import (
+    AF_SRC_REG, GPR_HOST, OFF_AF_SRC, OFF_GPR, OFF_NZCV, OFF_PF_SRC, OFF_PRIVATE, OFF_RIP, PF_SRC_REG,
+    STATE_REG,
+)
+
+# Runtime-private slots of the state block that the harness's stubs use.
+OFF_EXIT_PATH = OFF_PRIVATE  # 1: the block left through dispatch, 2: through exit_to_runtime
+OFF_ENTRY = OFF_PRIVATE + 8  # address of the block's AArch64 code, read by the loader
+EXIT_VIA_DISPATCH = 1
+EXIT_VIA_RUNTIME = 2
+
+# --- AArch64 encoders: one per instruction form, named like the instruction ---------
+
+
+def ldr_x_imm(rt: int, rn: int, offset: int) -> int:
+    """LDR Xt, [Xn, #offset] (unsigned offset, a multiple of 8)."""
+    assert offset % 8 == 0 and 0 <= offset < 8 * 4096
+    return 0xF9400000 | (offset // 8) << 10 | rn << 5 | rt
+
+
+def str_x_imm(rt: int, rn: int, offset: int) -> int:
+    """STR Xt, [Xn, #offset] (unsigned offset, a multiple of 8)."""
+    assert offset % 8 == 0 and 0 <= offset < 8 * 4096
+    return 0xF9000000 | (offset // 8) << 10 | rn << 5 | rt
+
+
+def ldr_x_literal(rt: int, byte_offset: int) -> int:
+    """LDR Xt, <label> with the label ``byte_offset`` bytes from this instruction."""
+    assert byte_offset % 4 == 0 and -(1 << 20) <= byte_offset < (1 << 20)
+    return 0x58000000 | ((byte_offset // 4) & 0x7FFFF) << 5 | rt
+
+
+def movz_x(rd: int, imm16: int) -> int:
+    """MOVZ Xd, #imm16."""
+    assert 0 <= imm16 < 1 << 16
+    return 0xD2800000 | imm16 << 5 | rd
+
+
+def msr_nzcv(rt: int) -> int:
+    return 0xD51B4200 | rt
+
+
+def mrs_nzcv(rt: int) -> int:
+    return 0xD53B4200 | rt
+
+
+def br(rn: int) -> int:
+    return 0xD61F0000 | rn << 5
+
+
+def b(byte_offset: int) -> int:
+    """B <label> with the label ``byte_offset`` bytes from this instruction."""
+    assert byte_offset % 4 == 0 and -(1 << 27) <= byte_offset < (1 << 27)
+    return 0x14000000 | (byte_offset // 4) & 0x3FFFFFF
+
+
+NOP = 0xD503201F
+
+
+def _words(words: list[int]) -> bytes:
+    return struct.pack(f"<{len(words)}I", *words)
+
+
+def a64_loader(state_address: int) -> bytes:
+    """Load guest state from the state block at ``state_address`` and branch to its OFF_ENTRY slot."""
+    words = [ldr_x_literal(STATE_REG, 0)]  # patched below: the literal sits after the code
+    words += [ldr_x_imm(host, STATE_REG, OFF_GPR + 8 * n) for n, host in enumerate(GPR_HOST)]
+    words += [
+        ldr_x_imm(PF_SRC_REG, STATE_REG, OFF_PF_SRC),
+        ldr_x_imm(AF_SRC_REG, STATE_REG, OFF_AF_SRC),
+        ldr_x_imm(1, STATE_REG, OFF_NZCV),
+        msr_nzcv(1),
+        ldr_x_imm(1, STATE_REG, OFF_ENTRY),
+        br(1),
+    ]
+    literal_at = 4 * len(words)
+    words[0] = ldr_x_literal(STATE_REG, literal_at)
+    return _words(words) + struct.pack("<Q", state_address)
+
+
+def a64_exit_entry(path: int, halt_offset: int) -> bytes:
+    """A dispatch or exit_to_runtime entry: record ``path``, spill guest state, branch ``halt_offset`` bytes ahead."""
+    words = [movz_x(1, path), str_x_imm(1, STATE_REG, OFF_EXIT_PATH), str_x_imm(0, STATE_REG, OFF_RIP)]
+    words += [str_x_imm(host, STATE_REG, OFF_GPR + 8 * n) for n, host in enumerate(GPR_HOST)]
+    words += [
+        str_x_imm(PF_SRC_REG, STATE_REG, OFF_PF_SRC),
+        str_x_imm(AF_SRC_REG, STATE_REG, OFF_AF_SRC),
+        mrs_nzcv(1),
+        str_x_imm(1, STATE_REG, OFF_NZCV),
+    ]
+    words.append(b(halt_offset - 4 * len(words)))
+    return _words(words)
+
+
+def a64_branch(byte_offset: int) -> bytes:
+    return _words([b(byte_offset)])
+
+
+# --- x86-64 stubs ------------------------------------------------------------------
+
+# ModRM reg field and REX.R for GPR n.
+def _rex_w(n: int) -> int:
+    return 0x48 | (0x04 if n >= 8 else 0)
+
+
+def x86_loader(image: int, target_slot: int, here: int) -> bytes:
+    """Load GPRs and RFLAGS from ``image`` (16 GPRs, then RFLAGS) and ``jmp [target_slot]``.
+
+    ``here`` is the address the stub is placed at (for the RIP-relative jump).
+    """
+    code = bytearray()
+    code += b"\x48\xbc" + struct.pack("<Q", image + 0x80)  # mov rsp, image+0x80
+    code += b"\x9d"  # popfq: rsp = image + 0x88
+    for n in range(16):
+        if n == 4:
+            continue  # rsp last, it is the base of every load
+        # mov REG, [rsp + disp32]   (SIB 0x24 = base rsp, no index)
+        code += bytes([_rex_w(n), 0x8B, 0x84 | (n & 7) << 3, 0x24]) + struct.pack("<i", 8 * n - 0x88)
+    code += bytes([0x48, 0x8B, 0xA4, 0x24]) + struct.pack("<i", 8 * 4 - 0x88)  # mov rsp, [rsp + ...]
+    # jmp [rip + rel32] to the slot holding the block's address.
+    rel = target_slot - (here + len(code) + 6)
+    code += b"\xff\x25" + struct.pack("<i", rel)
+    return bytes(code)
+
+
+def x86_spill(image: int, here: int) -> bytes:
+    """Store GPRs and RFLAGS into ``image`` (same layout as the loader's)."""
+    code = bytearray()
+    for n in range(16):
+        # mov [rip + rel32], REG
+        rel = image + 8 * n - (here + len(code) + 7)
+        code += bytes([_rex_w(n), 0x89, 0x05 | (n & 7) << 3]) + struct.pack("<i", rel)
+    rel = image + 0x88 - (here + len(code) + 7)
+    code += b"\x48\x8d\x25" + struct.pack("<i", rel)  # lea rsp, [rip + image+0x88]
+    code += b"\x9c"  # pushfq -> image + 0x80
+    return bytes(code)
+
+
+def x86_jmp_abs(target_slot: int, here: int) -> bytes:
+    """``jmp [rip + rel32]`` through an 8-byte slot holding the target."""
+    return b"\xff\x25" + struct.pack("<i", target_slot - (here + 6))
+
+
+X86_LOADER_INSTRUCTIONS = 1 + 1 + 15 + 1 + 1  # mov rsp; popfq; 15 loads; mov rsp; jmp
+X86_SPILL_INSTRUCTIONS = 16 + 1 + 1  # 16 stores; lea; pushfq

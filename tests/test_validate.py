@@ -1,0 +1,474 @@
+"""``fexaot validate``: hand-translated blocks, right and wrong, through the real CLI path.
+
+The fixture is a real x86-64 shared object (GNU as + ld) and AArch64 code
+assembled with aarch64-linux-gnu-as that follows docs/abi.md by hand, wrapped
+in a cache file by cache.writer.  The validator must pass the right
+translations and catch the wrong ones with a reproducer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import struct
+import subprocess
+from dataclasses import dataclass
+
+import pytest
+import xxhash
+from capstone import CS_ARCH_ARM64, CS_MODE_ARM, Cs
+
+from fexaot_tool.cache.format import BlockIndexEntry, ElfFacts, Filter, Relocation, SectionKind, pack_section
+from fexaot_tool.cache.key import TranslatorConfig, config_id, module_identity
+from fexaot_tool.cache.writer import ModuleImage, write_cache
+from fexaot_tool.cli import main
+from fexaot_tool.elf import read_elf
+from fexaot_tool.validate import stubs
+from fexaot_tool.validate.differential import (
+    BlockUnderTest, DifferentialHarness, GuestState, decode_block, defined_flags, make_states, register_roles,
+)
+from fexaot_tool.validate.guest_abi import CF, OF, PF, SF, ZF, ExitReason
+
+TOOLS = ("as", "ld", "nm", "aarch64-linux-gnu-as", "aarch64-linux-gnu-objcopy", "aarch64-linux-gnu-nm")
+pytestmark = pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS),
+                                reason="needs GNU binutils for x86-64 and aarch64")
+
+# The guest: one label per block; the blocks sit apart so none runs into another.
+GUEST_ASM = """
+    .text
+    .globl b_add, b_store, b_cmp, b_sys, b_bad_add, b_bad_store, b_div, b_rep, t_taken
+b_add:       add rax, rbx
+    .balign 16
+b_store:     mov [rdi+8], rsi
+    .balign 16
+b_cmp:       cmp rax, rcx
+             jne t_taken
+    .balign 16
+b_sys:       syscall
+    .balign 16
+b_bad_add:   add rax, rbx
+    .balign 16
+b_bad_store: mov [rdi+8], rsi
+    .balign 16
+b_div:       div ecx
+    .balign 16
+b_rep:       rep stosb
+    .balign 16
+t_taken:     ret
+"""
+
+# AArch64 translations.  `lit_*` labels are GUEST_ABS64 literals: the text after
+# the label is "<block>+<bytes>", the guest address they must hold.
+EXIT_NEXT = "ldr x1, [x28, #0xd0]\n br x1\n"  # dispatch
+EXIT_RUNTIME = "ldr x1, [x28, #0xd8]\n br x1\n"
+A64_BLOCKS = {
+    "b_add": """
+        mov x24, x4
+        adds x4, x4, x7
+        eor x22, x24, x7
+        eor x22, x22, x4
+        mov x21, x4
+        ldr x0, lit_b_add_3
+        """ + EXIT_NEXT,
+    "b_store": """
+        add x24, x11, #8
+        stlr x10, [x24]
+        ldr x0, lit_b_store_4
+        """ + EXIT_NEXT,
+    "b_cmp": """
+        subs x24, x4, x5
+        cfinv
+        mov x21, x24
+        eor x22, x4, x5
+        eor x22, x22, x24
+        b.eq 1f
+        ldr x0, lit_t_taken_0
+        """ + EXIT_NEXT + """
+    1:  ldr x0, lit_b_cmp_5
+        """ + EXIT_NEXT,
+    "b_sys": """
+        mov w1, #1
+        str w1, [x28, #0xc0]
+        str xzr, [x28, #0xc8]
+        ldr x0, lit_b_sys_2
+        """ + EXIT_RUNTIME,
+    # ret: the next RIP is whatever the stack holds, often no code at all.
+    "t_taken": """
+        ldapr x0, [x8]
+        add x8, x8, #8
+        """ + EXIT_NEXT,
+    # rep stosb, honouring DF from the state block; flags untouched.
+    "b_rep": """
+        ldr x24, [x28, #0xa0]
+        mov x25, #1
+        cbz x24, 1f
+        mov x25, #-1
+    1:  cbz x5, 2f
+        strb w4, [x11]
+        add x11, x11, x25
+        sub x5, x5, #1
+        b 1b
+    2:  ldr x0, lit_b_rep_2
+        """ + EXIT_NEXT,
+    # div ecx: EDX:EAX / ECX, #DE on a zero divisor or a quotient above 32 bits.
+    "b_div": """
+        mov w24, w5
+        cbz w24, 9f
+        mov w25, w6
+        lsl x25, x25, #32
+        mov w26, w4
+        orr x25, x25, x26
+        udiv x26, x25, x24
+        lsr x27, x26, #32
+        cbnz x27, 9f
+        msub x27, x26, x24, x25
+        mov w4, w26
+        mov w6, w27
+        ldr x0, lit_b_div_2
+        """ + EXIT_NEXT + """
+    9:  mov w1, #7
+        str w1, [x28, #0xc0]
+        str xzr, [x28, #0xc8]
+        ldr x0, lit_b_div_0
+        """ + EXIT_RUNTIME,
+    # WRONG: `add` leaves NZCV as it was, so CF/ZF/SF/OF keep their input values.
+    "b_bad_add": """
+        mov x24, x4
+        add x4, x4, x7
+        eor x22, x24, x7
+        eor x22, x22, x4
+        mov x21, x4
+        ldr x0, lit_b_bad_add_3
+        """ + EXIT_NEXT,
+    # WRONG: off by one, stores to rdi+9.
+    "b_bad_store": """
+        add x24, x11, #9
+        stlr x10, [x24]
+        ldr x0, lit_b_bad_store_4
+        """ + EXIT_NEXT,
+}
+
+
+GUEST_SIZES = {"b_add": 3, "b_store": 4, "b_cmp": 5, "b_sys": 2, "b_bad_add": 3, "b_bad_store": 4, "b_div": 2,
+               "b_rep": 2, "t_taken": 1}
+
+
+@dataclass(frozen=True)
+class Fixture:
+    so: str
+    good: str  # cache with the right translations
+    bad: str  # cache that also holds the wrong ones
+    offsets: dict[str, int]  # guest offset of each label
+
+
+def _run(*argv: str, cwd: str) -> str:
+    return subprocess.run(argv, cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def _symbols(nm_output: str) -> dict[str, int]:
+    out = {}
+    for line in nm_output.splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            out[parts[2]] = int(parts[0], 16)
+    return out
+
+
+def _assemble_a64(name: str, text: str, workdir: str) -> tuple[bytes, dict[str, int]]:
+    source = os.path.join(workdir, f"{name}.s")
+    with open(source, "w") as f:
+        # Literals after the code, 8-aligned, one per lit_ label the code loads.
+        literals = sorted({w for w in text.replace(",", " ").split() if w.startswith("lit_")})
+        f.write(text + "\n    .balign 8\n" + "".join(f"{lit}: .quad 0\n" for lit in literals))
+    _run("aarch64-linux-gnu-as", "-march=armv8.4-a", f"{name}.s", "-o", f"{name}.o", cwd=workdir)
+    _run("aarch64-linux-gnu-objcopy", "-O", "binary", "-j", ".text", f"{name}.o", f"{name}.bin", cwd=workdir)
+    with open(os.path.join(workdir, f"{name}.bin"), "rb") as f:
+        code = f.read()
+    labels = {k: v for k, v in _symbols(_run("aarch64-linux-gnu-nm", f"{name}.o", cwd=workdir)).items()
+              if k.startswith("lit_")}
+    return code, labels
+
+
+def write_fixture_cache(path: str, so: str, offsets: dict[str, int], blocks: dict[str, str], workdir: str,
+                        tamper_hash: str | None = None, sizes: dict[str, int] | None = None) -> None:
+    info = read_elf(so)
+    facts = ElfFacts.from_elf(info)
+    with open(so, "rb") as f:
+        data = f.read()
+    code = bytearray()
+    index, relocs = [], []
+    for name in sorted(blocks, key=lambda n: offsets[n]):
+        block_code, literals = _assemble_a64(name, blocks[name], workdir)
+        code += bytes(-len(code) % 16)
+        start = len(code)
+        code += block_code
+        for label, at in literals.items():
+            target, plus = label[len("lit_"):].rsplit("_", 1)
+            relocs.append(Relocation(start + at, 1, offsets[target] + int(plus)))
+        guest_size = (sizes or GUEST_SIZES)[name]
+        vaddr = facts.image_base + offsets[name]
+        file_offset = info.vaddr_to_offset(vaddr)
+        guest_hash = xxhash.xxh3_64_intdigest(data[file_offset:file_offset + guest_size])
+        if name == tamper_hash:
+            guest_hash ^= 1
+        index.append(BlockIndexEntry(offsets[name], start, len(block_code), guest_hash, guest_size))
+    image = ModuleImage(module_identity(so), os.path.basename(so), facts, {
+        SectionKind.BLOCK_INDEX: pack_section(SectionKind.BLOCK_INDEX, index),
+        SectionKind.RELOCATIONS: pack_section(SectionKind.RELOCATIONS, sorted(relocs, key=lambda r: r.code_offset)),
+        SectionKind.CODE: bytes(code),
+    })
+    write_cache(path, config_id(TranslatorConfig()), Filter.SPEED, [image])
+
+
+@pytest.fixture(scope="module")
+def fixture(tmp_path_factory) -> Fixture:
+    work = str(tmp_path_factory.mktemp("validate"))
+    with open(os.path.join(work, "guest.s"), "w") as f:
+        f.write("    .intel_syntax noprefix\n" + GUEST_ASM)
+    _run("as", "--64", "guest.s", "-o", "guest.o", cwd=work)
+    _run("ld", "-shared", "-o", "libguest.so", "guest.o", cwd=work)
+    so = os.path.join(work, "libguest.so")
+    image_base = ElfFacts.from_elf(read_elf(so)).image_base
+    offsets = {k: v - image_base for k, v in _symbols(_run("nm", "libguest.so", cwd=work)).items()
+               if k.startswith(("b_", "t_"))}
+    good_blocks = {k: v for k, v in A64_BLOCKS.items() if "bad" not in k}
+    good = os.path.join(work, "good.fexcache")
+    bad = os.path.join(work, "bad.fexcache")
+    write_fixture_cache(good, so, offsets, good_blocks, work)
+    write_fixture_cache(bad, so, offsets, A64_BLOCKS, work)
+    return Fixture(so, good, bad, offsets)
+
+
+def _validate_json(capsys, *argv: str) -> tuple[int, dict]:
+    code = main(["validate", *argv, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+# --- the harness's own code ---------------------------------------------------------
+
+
+def test_aarch64_stub_encoders_round_trip_through_capstone():
+    cs = Cs(CS_ARCH_ARM64, CS_MODE_ARM)
+    cases = {
+        stubs.ldr_x_imm(4, 28, 0x18): "ldr x4, [x28, #0x18]",
+        stubs.str_x_imm(20, 28, 0x78): "str x20, [x28, #0x78]",
+        stubs.movz_x(1, 2): "mov x1, #2",
+        stubs.msr_nzcv(1): "msr nzcv, x1",
+        stubs.mrs_nzcv(3): "mrs x3, nzcv",
+        stubs.br(1): "br x1",
+        stubs.b(-8): "b #0xfffffffffffffff8",
+        stubs.ldr_x_literal(28, 0x60): "ldr x28, #0x60",
+    }
+    for word, text in cases.items():
+        (ins,) = cs.disasm(struct.pack("<I", word), 0)
+        assert f"{ins.mnemonic} {ins.op_str}" == text
+
+
+def test_defined_flags_follow_the_last_writer():
+    shl_then_add = decode_block(bytes.fromhex("48d3e0" "4801d8"), 0x1000)  # shl rax, cl ; add rax, rbx
+    assert defined_flags(shl_then_add[:1]) & OF == 0  # shl by cl leaves OF undefined
+    assert defined_flags(shl_then_add) & OF  # ... until add defines it again
+    assert defined_flags(decode_block(bytes.fromhex("90"), 0x1000)) & (CF | ZF | SF | OF | PF)  # untouched: compared
+
+
+# --- the real CLI path ----------------------------------------------------------------
+
+
+def test_right_translations_pass(fixture, capsys):
+    code, report = _validate_json(capsys, fixture.good, "--elf", fixture.so, "--states", "24")
+    assert code == 0, report["mismatches"]
+    assert report["blocks_validated"] == 7 and report["blocks_sampled"] == 7
+    assert report["cases_run"] == 7 * 24 and report["cases_skipped"] == {}
+    assert report["mismatches"] == [] and report["ok"]
+
+
+def test_wrong_translations_are_caught_with_a_reproducer(fixture, capsys):
+    code, report = _validate_json(capsys, fixture.bad, "--elf", fixture.so, "--states", "20")
+    assert code == 1
+    by_offset = {int(m["guest_offset"], 16): m for m in report["mismatches"]}
+    assert set(by_offset) == {fixture.offsets["b_bad_add"], fixture.offsets["b_bad_store"]}
+    add = by_offset[fixture.offsets["b_bad_add"]]
+    assert add["guest_bytes"] == "4801d8"
+    assert "4801d8" not in add["aarch64_code"] and len(add["aarch64_code"]) > 16
+    assert {d["field"] for d in add["differences"]} <= {"CF", "ZF", "SF", "OF"}
+    assert add["differences"] and add["state"]["rax"] and add["failing_cases"] >= 1
+    store = by_offset[fixture.offsets["b_bad_store"]]
+    assert [d["field"].split("[")[0] for d in store["differences"]] == ["memory"]
+    # the text report names the block and prints the reproducer
+    assert main(["validate", fixture.bad, "--elf", fixture.so, "--states", "4"]) == 1
+    out = capsys.readouterr().out
+    assert f"MISMATCH libguest.so +{fixture.offsets['b_bad_add']:#x}" in out and "guest bytes   4801d8" in out
+
+
+def test_reproducer_reruns_to_the_same_difference(fixture, capsys):
+    """The reported state, fed back to the harness, fails the same way: the reproducer is real."""
+    _, report = _validate_json(capsys, fixture.bad, "--elf", fixture.so, "--block",
+                               f"{fixture.offsets['b_bad_add']:#x}")
+    (mismatch,) = report["mismatches"]
+    state = mismatch["state"]
+    harness = DifferentialHarness(0)
+    address = 0x0000_3000_0000_0000
+    guest = bytes.fromhex(mismatch["guest_bytes"])
+    harness.map_guest(address, guest)
+    code = bytearray.fromhex(mismatch["aarch64_code"])
+    struct.pack_into("<Q", code, len(code) - 8, address + 3)  # the block's one literal: its next RIP
+    code_address = harness.install_code(bytes(code))
+    roles = register_roles(guest, address)
+    block = BlockUnderTest("libguest.so", 0, address, guest, code_address, bytes(code),
+                           decode_block(guest, address), *roles)
+    names = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", *(f"r{i}" for i in range(8, 16)))
+    result = harness.run_case(block, GuestState(tuple(int(state[n], 16) for n in names),
+                                                int(state["rflags"].split()[0], 16),
+                                                int(state["pf_src"], 16), int(state["af_src"], 16)))
+    assert {d.field for d in result.differences} == {d["field"] for d in mismatch["differences"]}
+
+
+def test_cmp_jne_both_outcomes_and_syscall_exit(fixture):
+    """The states reach both sides of the branch, both outcomes of div, and the syscall exit (not skipped)."""
+    harness = DifferentialHarness(7)
+    so_image = open(fixture.so, "rb").read()
+    info = read_elf(fixture.so)
+    base = 0x0000_2000_0000_0000
+    from fexaot_tool.validate.cache_check import _segment_image
+
+    start, image = _segment_image(info, fixture.so, base)
+    harness.map_guest(start, image)
+    assert so_image  # the file is real
+    a64 = {}
+    work = os.path.dirname(fixture.so)
+    for name in ("b_cmp", "b_sys", "b_div"):
+        code, literals = _assemble_a64(name, A64_BLOCKS[name], work)
+        code = bytearray(code)
+        for label, at in literals.items():
+            target, plus = label[len("lit_"):].rsplit("_", 1)
+            struct.pack_into("<Q", code, at, base + fixture.offsets[target] + int(plus))
+        a64[name] = bytes(code)
+    rips = set()
+    for name, size in (("b_cmp", 5), ("b_sys", 2), ("b_div", 2)):
+        address = base + fixture.offsets[name]
+        guest = image[address - start:address - start + size]
+        block = BlockUnderTest("libguest.so", fixture.offsets[name], address, bytes(guest),
+                               harness.install_code(a64[name]), a64[name], decode_block(bytes(guest), address),
+                               *register_roles(bytes(guest), address))
+        for state in make_states(block, random.Random(3), 30):
+            result = harness.run_case(block, state)
+            assert result.skipped is None and result.differences == ()
+            run = harness._run_a64(block, state)  # the exit the translation took, for coverage
+            rips.add((name, run.exit.kind, run.rip - base))
+    taken, fall = fixture.offsets["t_taken"], fixture.offsets["b_cmp"] + 5
+    assert {("b_cmp", "next", taken), ("b_cmp", "next", fall)} <= rips
+    assert ("b_sys", ExitReason.SYSCALL.name, fixture.offsets["b_sys"] + 2) in rips
+    div = fixture.offsets["b_div"]
+    assert {("b_div", ExitReason.DIVIDE_ERROR.name, div), ("b_div", "next", div + 2)} <= rips
+
+
+def test_syscall_without_exit_is_a_mismatch(fixture, capsys, tmp_path):
+    """A translation that runs past `syscall` to the dispatcher must be reported, not trusted."""
+    blocks = {"b_sys": "ldr x0, lit_b_sys_2\n" + EXIT_NEXT}
+    path = str(tmp_path / "sys.fexcache")
+    write_fixture_cache(path, fixture.so, fixture.offsets, blocks, str(tmp_path))
+    code, report = _validate_json(capsys, path, "--elf", fixture.so, "--states", "3")
+    assert code == 1
+    (diff,) = [d for d in report["mismatches"][0]["differences"] if d["field"] == "exit"]
+    assert diff["expected"].startswith("SYSCALL") and diff["actual"].startswith("next rip")
+
+
+def test_block_seed_and_sample_are_reproducible(fixture, capsys):
+    _, one = _validate_json(capsys, fixture.bad, "--elf", fixture.so, "--sample", "3", "--seed", "5")
+    _, two = _validate_json(capsys, fixture.bad, "--elf", fixture.so, "--sample", "3", "--seed", "5")
+    for r in (one, two):
+        r.pop("seconds"), r.pop("microseconds_per_case")
+    assert one == two and one["blocks_sampled"] == 3
+    _, only = _validate_json(capsys, fixture.good, "--elf", fixture.so, "--block",
+                             f"libguest.so:{fixture.offsets['b_store']:#x}", "--states", "5")
+    assert only["blocks_sampled"] == 1 and only["cases_run"] == 5
+
+
+def test_guest_hash_mismatch_is_reported(fixture, capsys, tmp_path):
+    path = str(tmp_path / "hash.fexcache")
+    write_fixture_cache(path, fixture.so, fixture.offsets, {"b_add": A64_BLOCKS["b_add"]}, str(tmp_path),
+                        tamper_hash="b_add")
+    code, report = _validate_json(capsys, path, "--elf", fixture.so)
+    assert code == 1
+    assert report["mismatches"][0]["differences"][0]["field"] == "guest_hash"
+    assert report["cases_run"] == 0
+
+
+def test_module_lookup_errors_name_the_file(fixture, capsys, tmp_path):
+    rootfs = tmp_path / "root"
+    (rootfs / "usr/lib/x86_64-linux-gnu").mkdir(parents=True)
+    # not found anywhere
+    assert main(["validate", fixture.good, "--rootfs", str(rootfs)]) == 1
+    err = capsys.readouterr().err
+    assert fixture.good in err and "libguest.so" in err and "not found" in err and len(err.splitlines()) == 1
+    # found by basename in the rootfs's library directory, but other content
+    impostor = rootfs / "usr/lib/x86_64-linux-gnu/libguest.so"
+    impostor.write_bytes(open(fixture.so, "rb").read() + b"\0")
+    assert main(["validate", fixture.good, "--rootfs", str(rootfs)]) == 1
+    err = capsys.readouterr().err
+    assert "content-mismatch" in err and str(impostor) in err and len(err.splitlines()) == 1
+    # the right file in the rootfs is found without --elf
+    impostor.write_bytes(open(fixture.so, "rb").read())
+    assert main(["validate", fixture.good, "--rootfs", str(rootfs), "--states", "2"]) == 0
+    capsys.readouterr()
+    # a missing cache
+    assert main(["validate", str(tmp_path / "nope.fexcache")]) == 1
+    assert "missing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("exit_info, ok", [(2, True), (6, False)])
+def test_prefix_translation_exits_untranslatable_at_its_end(fixture, capsys, tmp_path, exit_info, ok):
+    """A block translated up to an instruction the translator gave up on (here `jne`): the prefix is
+    compared, and exit_info must be that instruction's length."""
+    prefix = """
+        subs x24, x4, x5
+        cfinv
+        mov x21, x24
+        eor x22, x4, x5
+        eor x22, x22, x24
+        mov w1, #8
+        str w1, [x28, #0xc0]
+        mov x1, #%d
+        str x1, [x28, #0xc8]
+        ldr x0, lit_b_cmp_3
+        """ % exit_info + EXIT_RUNTIME
+    path = str(tmp_path / "prefix.fexcache")
+    write_fixture_cache(path, fixture.so, fixture.offsets, {"b_cmp": prefix}, str(tmp_path), sizes={"b_cmp": 3})
+    code, report = _validate_json(capsys, path, "--elf", fixture.so, "--states", "10")
+    assert report["blocks_validated"] == 1 and report["cases_run"] == 10
+    if ok:
+        assert code == 0, report["mismatches"]
+    else:
+        assert code == 1
+        assert {d["field"] for d in report["mismatches"][0]["differences"]} == {"exit_info"}
+
+
+LIBZ = "/lib/x86_64-linux-gnu/libz.so.1"
+
+
+@pytest.mark.skipif(not os.path.exists(LIBZ), reason="needs the host's libz")
+def test_real_cache_sample_from_fexaot_compile(capsys, tmp_path):
+    """`fexaot compile` output, module found in the host rootfs by basename and content hash.
+
+    The translator is still growing, so this asserts what the validator owes
+    whatever the verdict: every sampled block accounted for, the reproducer's
+    guest bytes really at that offset of the ELF file, the exit code matching it.
+    """
+    cache = str(tmp_path / "z.fexcache")
+    assert main(["compile", LIBZ, "-o", cache]) == 0
+    code, report = _validate_json(capsys, cache, "--sample", "60", "--states", "8", "--seed", "3")
+    assert report["blocks_sampled"] == 60
+    assert report["blocks_validated"] + len(report["skipped_blocks"]) + sum(
+        1 for m in report["mismatches"] if m["cases"] == 0) == 60
+    assert report["cases_run"] == 8 * (60 - len(report["skipped_blocks"]) - sum(
+        1 for m in report["mismatches"] if m["cases"] == 0))
+    assert code == (1 if report["mismatches"] else 0)
+    info = read_elf(LIBZ)
+    image_base = ElfFacts.from_elf(info).image_base
+    data = open(os.path.realpath(LIBZ), "rb").read()
+    for m in report["mismatches"]:
+        at = info.vaddr_to_offset(image_base + int(m["guest_offset"], 16))
+        guest = bytes.fromhex(m["guest_bytes"])
+        assert data[at:at + len(guest)] == guest and m["aarch64_code"]
