@@ -483,3 +483,28 @@ def test_cli_blocks_listing(fixtures, capsys):
     start, length, count, reasons = lines[0].split()[:4]
     first = fx.codemap.blocks[0]
     assert (int(start, 16), int(length), int(count)) == (first.start, first.length, first.instructions)
+
+
+def test_cpuid_and_rdtsc_end_blocks(tmp_path):
+    """Translated cpuid/rdtsc exit to the runtime, which resumes after them: a block starts there."""
+    source = tmp_path / "sysinsn.c"
+    source.write_text(r"""
+unsigned probe(void) {
+    unsigned a, b, c, d, lo, hi;
+    __asm__ volatile("cpuid\n.globl after_cpuid\nafter_cpuid:" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0));
+    __asm__ volatile("rdtsc\n.globl after_rdtsc\nafter_rdtsc:" : "=a"(lo), "=d"(hi));
+    return a + b + c + d + lo + hi;
+}
+int main(void) { return (int)(probe() & 1); }
+""")
+    binary = tmp_path / "sysinsn"
+    subprocess.run(["gcc", "-O1", "-o", str(binary), str(source)], check=True)
+    symbols = dict(
+        (fields[2], int(fields[0], 16))
+        for fields in (line.split() for line in subprocess.run(
+            ["nm", str(binary)], check=True, capture_output=True, text=True).stdout.splitlines())
+        if len(fields) == 3
+    )
+    starts = {b.start for b in build_codemap(str(binary)).blocks}
+    assert symbols["after_cpuid"] in starts
+    assert symbols["after_rdtsc"] in starts

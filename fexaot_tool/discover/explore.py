@@ -242,7 +242,7 @@ class Explorer:
                 break
             n = ins.len
             fc = ins.flow_control
-            t = transfer_of(ins) if (fc or n == 1) else 0
+            t = transfer_of(ins) if (fc or n <= 2) else 0
             if t == Transfer.INVALID:
                 self.sweep_stops.append(ip)
                 return
@@ -308,7 +308,7 @@ class Explorer:
                     break
                 n = ins.len
                 fc = ins.flow_control
-                t = transfer_of(ins) if (fc or n == 1) else 0
+                t = transfer_of(ins) if (fc or n <= 2) else 0
                 if t == Transfer.INVALID:
                     break
                 ilen[off] = n

@@ -4,7 +4,8 @@ iced-x86 classifies every instruction by ``FlowControl``; discovery needs three
 facts per class (does it end a block, can it fall through, does it name a target)
 and overrides a few instructions whose class does not say what a runtime sees:
 ``syscall`` is a CALL to iced but returns to the next instruction through the
-runtime, ``hlt`` is NEXT to iced but faults in user mode.
+runtime, ``hlt`` is NEXT to iced but faults in user mode, and translated
+``cpuid``/``rdtsc`` exit to the runtime (docs/abi.md), which resumes after them.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class Transfer(IntEnum):
     RETURN = 4  # ret, iret
     CALL = 5  # call rel: a target and the return address
     INDIRECT_CALL = 6  # call r/m: the return address
-    SYSTEM = 7  # syscall, int n, int3: leaves to the runtime/kernel, resumes after
+    SYSTEM = 7  # syscall, int n, int3, cpuid, rdtsc: leaves to the runtime/kernel, resumes after
     XBEGIN = 8  # xbegin: the abort handler and the fall-through
     STOP = 9  # ud2, hlt: never falls through
     INVALID = 10  # bytes that do not decode
@@ -69,6 +70,10 @@ _TRANSFER_OF_CODE: dict[int, Transfer] = {
     Code.INVALID: Transfer.INVALID,
     Code.SYSCALL: Transfer.SYSTEM,  # iced: CALL with no target
     Code.SYSENTER: Transfer.SYSTEM,
+    # Translated code exits to the runtime at these (docs/abi.md) and resumes at
+    # the next instruction: that must be a block start, or the runtime misses.
+    Code.CPUID: Transfer.SYSTEM,
+    Code.RDTSC: Transfer.SYSTEM,
     Code.HLT: Transfer.STOP,  # iced: NEXT; privileged, so it faults in user mode
     Code.XBEGIN_REL16: Transfer.XBEGIN,
     Code.XBEGIN_REL32: Transfer.XBEGIN,
@@ -83,8 +88,7 @@ def transfer_of(instr: Instruction) -> Transfer:
     """The Transfer of a decoded instruction.
 
     The hot loops call this only for instructions that have a flow-control class
-    or are one byte long: the only override of a NEXT instruction is ``hlt``
-    (0xF4, one byte), so the common case costs two attribute reads.
+    or are one byte long, or are ``cpuid``/``rdtsc`` (two bytes, 0F A2 / 0F 31).
     """
     override = _TRANSFER_OF_CODE.get(instr.code)
     if override is not None:
