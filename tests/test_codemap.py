@@ -508,3 +508,27 @@ int main(void) { return (int)(probe() & 1); }
     starts = {b.start for b in build_codemap(str(binary)).blocks}
     assert symbols["after_cpuid"] in starts
     assert symbols["after_rdtsc"] in starts
+
+
+def test_rep_string_instruction_is_a_block_of_its_own(tmp_path):
+    """Engines re-enter `rep movs` per iteration: it starts a block, and so does what follows it."""
+    source = tmp_path / "rep.c"
+    source.write_text(r"""
+void copy(void *dst, const void *src, unsigned long n) {
+    __asm__ volatile("nop\n.globl at_rep\nat_rep: rep movsb\n.globl after_rep\nafter_rep:"
+                     : "+D"(dst), "+S"(src), "+c"(n) : : "memory");
+}
+int main(void) { char a[8], b[8] = "abc"; copy(a, b, 4); return a[0] != 'a'; }
+""")
+    binary = tmp_path / "rep"
+    subprocess.run(["gcc", "-O1", "-o", str(binary), str(source)], check=True)
+    symbols = dict(
+        (fields[2], int(fields[0], 16))
+        for fields in (line.split() for line in subprocess.run(
+            ["nm", str(binary)], check=True, capture_output=True, text=True).stdout.splitlines())
+        if len(fields) == 3
+    )
+    blocks = {b.start: b for b in build_codemap(str(binary)).blocks}
+    rep = blocks[symbols["at_rep"]]
+    assert rep.instructions == 1 and rep.reasons & Reason.STRING_REPEAT
+    assert symbols["after_rep"] in blocks

@@ -37,6 +37,7 @@ class Reason(IntFlag):
     FALL_THROUGH = 1 << 18  # after a jcc, call, syscall; or where two decoded paths meet
     JUMP_TABLE = 1 << 19  # an entry of a resolved jump table
     SWEEP = 1 << 20  # the linear sweep of an FDE range resumes here after a jmp/ret/ud2
+    STRING_REPEAT = 1 << 21  # a rep string instruction, a block of its own (engines loop on it)
 
 
 SEED_REASONS = 0xFFFF  # the Reason bits that are seeds; the others are edges found by decoding

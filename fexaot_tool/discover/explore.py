@@ -51,6 +51,7 @@ _RETURNS_HERE = bytes(t in (Transfer.CALL, Transfer.INDIRECT_CALL, Transfer.SYST
 _CALL, _BRANCH, _INDIRECT_JUMP = Transfer.CALL, Transfer.BRANCH, Transfer.INDIRECT_JUMP
 _FALL_THROUGH, _SWEEP = int(Reason.FALL_THROUGH), int(Reason.SWEEP)
 _CALL_TARGET, _JUMP_TARGET = int(Reason.CALL_TARGET), int(Reason.JUMP_TARGET)
+_STRING_REPEAT, _REPEAT = int(Reason.STRING_REPEAT), int(Transfer.REPEAT)
 # Flag bits as plain ints: IntFlag arithmetic costs microseconds, and the block walk does it per block.
 _UNDECODABLE_END, _UNRESOLVED = int(Flag.UNDECODABLE_END), int(Flag.UNRESOLVED_INDIRECT_JUMP)
 _NO_RETURN_CALL, _OUTSIDE_FDE = int(Flag.NO_RETURN_CALL), int(Flag.OUTSIDE_FDE)
@@ -242,7 +243,7 @@ class Explorer:
                 break
             n = ins.len
             fc = ins.flow_control
-            t = transfer_of(ins) if (fc or n <= 2) else 0
+            t = transfer_of(ins) if (fc or n <= 4) else 0
             if t == Transfer.INVALID:
                 self.sweep_stops.append(ip)
                 return
@@ -255,6 +256,8 @@ class Explorer:
             last = t
             if t:
                 kind[off] = t
+                if t == _REPEAT:
+                    starts[ip] = starts.get(ip, 0) | _STRING_REPEAT
                 if _HAS_TARGET[t]:
                     target = ins.near_branch_target
                     if t == _CALL:
@@ -308,12 +311,14 @@ class Explorer:
                     break
                 n = ins.len
                 fc = ins.flow_control
-                t = transfer_of(ins) if (fc or n <= 2) else 0
+                t = transfer_of(ins) if (fc or n <= 4) else 0
                 if t == Transfer.INVALID:
                     break
                 ilen[off] = n
                 if t:
                     kind[off] = t
+                    if t == _REPEAT:
+                        starts[ip] = starts.get(ip, 0) | _STRING_REPEAT
                     if _HAS_TARGET[t]:
                         target = ins.near_branch_target
                         if t == _CALL:

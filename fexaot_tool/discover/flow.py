@@ -30,6 +30,7 @@ class Transfer(IntEnum):
     XBEGIN = 8  # xbegin: the abort handler and the fall-through
     STOP = 9  # ud2, hlt: never falls through
     INVALID = 10  # bytes that do not decode
+    REPEAT = 11  # rep/repe/repne string instruction: engines loop on it as a block of its own
 
 
 class TransferFacts(NamedTuple):
@@ -50,6 +51,7 @@ TRANSFER_FACTS: dict[Transfer, TransferFacts] = {
     Transfer.XBEGIN: TransferFacts(True, True, True),
     Transfer.STOP: TransferFacts(True, False, False),
     Transfer.INVALID: TransferFacts(True, False, False),
+    Transfer.REPEAT: TransferFacts(True, True, False),
 }
 
 _TRANSFER_OF_FLOW: dict[int, Transfer] = {
@@ -88,9 +90,14 @@ def transfer_of(instr: Instruction) -> Transfer:
     """The Transfer of a decoded instruction.
 
     The hot loops call this only for instructions that have a flow-control class
-    or are one byte long, or are ``cpuid``/``rdtsc`` (two bytes, 0F A2 / 0F 31).
+    or are at most four bytes long: ``hlt`` (one byte), ``cpuid``/``rdtsc`` (two)
+    and rep-prefixed string instructions (two to four).
     """
     override = _TRANSFER_OF_CODE.get(instr.code)
     if override is not None:
         return override
+    if instr.is_string_instruction and (instr.has_rep_prefix or instr.has_repne_prefix):
+        # Each iteration re-enters the instruction (an interrupt may stop it part
+        # way, and emulators end a block there): it starts and ends a block.
+        return Transfer.REPEAT
     return _TRANSFER_OF_FLOW[instr.flow_control]
