@@ -13,7 +13,7 @@ import xxhash
 
 from fexaot_tool.cache.key import (
     RACY_WINDOW_NS, ConfigError, FileIdCache, IdentityError, ModuleIdentity, TranslatorConfig,
-    canonical_encoding, config_id, lookup_name, module_identity,
+    canonical_encoding, config_id, identity_of_bytes, lookup_name, module_identity,
 )
 
 PYTHON = "/usr/bin/python3.11"
@@ -229,3 +229,11 @@ def test_memo_of_a_missing_file_is_a_user_error(tmp_path):
     cache = FileIdCache(tmp_path / "memo.json")
     with pytest.raises(IdentityError, match="gone.so"):
         cache.identity(tmp_path / "gone.so")
+
+
+def test_identity_of_bytes_equals_identity_of_the_file():
+    path = "/lib/x86_64-linux-gnu/libc.so.6"
+    with open(path, "rb") as f:
+        data = f.read()
+    assert identity_of_bytes(data) == module_identity(path)
+    assert identity_of_bytes(data[:-1]) != module_identity(path)

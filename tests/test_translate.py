@@ -11,6 +11,7 @@ import iced_x86
 import pytest
 
 from fexaot_tool.cache.compile import compile_file, guest_code
+from fexaot_tool.discover import ElfImage
 from fexaot_tool.cache.format import Filter, SectionKind
 from fexaot_tool.cache.key import TranslatorConfig
 from fexaot_tool.cache.reader import CacheFile
@@ -97,7 +98,7 @@ def test_same_bytes_run_at_any_load_base() -> None:
 
 
 def test_module_translation_is_deterministic_and_relocatable() -> None:
-    guest = guest_code(LIBC, 0)
+    guest = guest_code(ElfImage(LIBC), 0)
     blocks = [BlockRequest(b.start, b.length) for b in build_codemap(LIBC).blocks[5000:6500]]
     first = translate_module(guest, blocks)
     assert translate_module(guest, list(reversed(blocks))[::-1]) == first

@@ -12,6 +12,7 @@ import random
 import pytest
 
 from fexaot_tool.cache.compile import guest_code
+from fexaot_tool.discover import ElfImage
 from fexaot_tool.discover import build_codemap
 
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
@@ -21,7 +22,7 @@ LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 def test_random_libc_blocks_match_x86() -> None:
     from translate_harness import ModuleDiffer
 
-    guest = guest_code(LIBC, 0)
+    guest = guest_code(ElfImage(LIBC), 0)
     blocks = random.Random(2024).sample(build_codemap(LIBC).blocks, 150)
     differ = ModuleDiffer(guest)
     compared = sum(differ.check(b.start, b.length, states=4, seed=b.start) for b in blocks)

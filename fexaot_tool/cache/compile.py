@@ -17,11 +17,9 @@ import os
 from fexaot_tool.cache.format import (
     BlockIndexEntry, CodemapEntry, ElfFacts, Filter, Relocation, SectionKind, Untranslatable, pack_section,
 )
-from fexaot_tool.cache.key import TranslatorConfig, config_id, module_identity
+from fexaot_tool.cache.key import TranslatorConfig, config_id, identity_of_bytes
 from fexaot_tool.cache.writer import ModuleImage, write_cache
-from fexaot_tool.discover import Codemap, build_codemap
-from fexaot_tool.discover.elfimage import ElfImage
-from fexaot_tool.elf import read_elf
+from fexaot_tool.discover import Codemap, ElfImage, codemap_of_image
 from fexaot_tool.translate import BlockRequest, GuestCode, ModuleTranslation, translate_module
 
 
@@ -33,9 +31,8 @@ def codemap_section(codemap: Codemap, image_base: int) -> bytes:
     ))
 
 
-def guest_code(host_path: str, image_base: int, display_name: str | None = None) -> GuestCode:
+def guest_code(image: ElfImage, image_base: int) -> GuestCode:
     """The executable bytes of an ELF file, addressed by virtual address, for the translator."""
-    image = ElfImage(host_path, display_name)
     ranges = tuple((r.start, image.data[r.file_offset:r.file_offset + r.end - r.start]) for r in image.code_ranges)
     return GuestCode(image_base, ranges)
 
@@ -71,15 +68,16 @@ def translation_sections(translation: ModuleTranslation, image_base: int) -> dic
 def compile_module(host_path: str, display_name: str | None = None, config: TranslatorConfig | None = None,
                    filter: Filter = Filter.VERIFY) -> ModuleImage:
     """The module image of one ELF file (``display_name`` names it in errors)."""
-    name = display_name or host_path
-    info = read_elf(host_path, display_name=name)
-    identity = module_identity(host_path)
-    facts = ElfFacts.from_elf(info)
-    codemap = build_codemap(host_path, display_name=name)
+    # One read of the file: identity, codemap and guest code all come from the
+    # same bytes, even if the file is replaced while it is compiled.
+    image = ElfImage(host_path, display_name or host_path)
+    identity = identity_of_bytes(image.data)
+    facts = ElfFacts.from_elf(image.info)
+    codemap = codemap_of_image(image)
     sections = {SectionKind.CODEMAP: codemap_section(codemap, facts.image_base)}
     if filter == Filter.SPEED:
         config = config or TranslatorConfig()
-        translation = translate_module(guest_code(host_path, facts.image_base, name),
+        translation = translate_module(guest_code(image, facts.image_base),
                                        (BlockRequest(b.start, b.length) for b in codemap.blocks),
                                        memory_order=config.memory_order)
         sections.update(translation_sections(translation, facts.image_base))

@@ -75,6 +75,11 @@ def module_identity(path: str | os.PathLike) -> ModuleIdentity:
         raise IdentityError(name, f"cannot read: {e.strerror or e}") from None
 
 
+def identity_of_bytes(data: bytes | memoryview) -> ModuleIdentity:
+    """The identity of a file whose whole content is already in memory."""
+    return ModuleIdentity.from_hash(xxhash.xxh3_128_digest(data), len(data))
+
+
 def _identity_of_open_file(f) -> ModuleIdentity:
     h = xxhash.xxh3_128()
     buf = bytearray(_CHUNK)

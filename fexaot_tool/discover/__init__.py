@@ -6,7 +6,8 @@ resolution, all from the file alone.  Imports ``elf`` and ``errors``; knows
 nothing of caches or AArch64.
 """
 
-from fexaot_tool.discover.build import build_codemap
+from fexaot_tool.discover.build import build_codemap, codemap_of_image
+from fexaot_tool.discover.elfimage import ElfImage
 from fexaot_tool.discover.codemap import Block, Codemap, CorruptCodemapError, Flag, Reason
 
-__all__ = ["Block", "Codemap", "CorruptCodemapError", "Flag", "Reason", "build_codemap"]
+__all__ = ["Block", "Codemap", "CorruptCodemapError", "ElfImage", "Flag", "Reason", "build_codemap", "codemap_of_image"]

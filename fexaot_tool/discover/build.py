@@ -18,7 +18,11 @@ def build_codemap(path: str | os.PathLike, display_name: str | None = None) -> C
     ELF layer rejects; anything wrong beyond the program headers degrades the
     codemap and is described in :attr:`Codemap.notes` instead.
     """
-    image = ElfImage(path, display_name)
+    return codemap_of_image(ElfImage(path, display_name))
+
+
+def codemap_of_image(image: ElfImage) -> Codemap:
+    """The codemap of an ELF file already read (so a caller reads the file once)."""
     seeds = collect_seeds(image)
     explorer = Explorer(seeds)
     explorer.run()
