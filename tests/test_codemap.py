@@ -485,10 +485,18 @@ def test_cli_blocks_listing(fixtures, capsys):
     assert (int(start, 16), int(length), int(count)) == (first.start, first.length, first.instructions)
 
 
+def _fixture_from_source(tmp_path: Path, name: str, source: str) -> Fixture:
+    """Compile ``source`` with gcc -O1 into a Fixture (unstripped for symbols, stripped for the codemap)."""
+    c_file = tmp_path / f"{name}.c"
+    c_file.write_text(source)
+    full = tmp_path / name
+    subprocess.run(["gcc", "-O1", "-o", str(full), str(c_file)], check=True)
+    return Fixture(full, _strip(full))
+
+
 def test_cpuid_and_rdtsc_end_blocks(tmp_path):
     """Translated cpuid/rdtsc exit to the runtime, which resumes after them: a block starts there."""
-    source = tmp_path / "sysinsn.c"
-    source.write_text(r"""
+    fixture = _fixture_from_source(tmp_path, "sysinsn", r"""
 unsigned probe(void) {
     unsigned a, b, c, d, lo, hi;
     __asm__ volatile("cpuid\n.globl after_cpuid\nafter_cpuid:" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0));
@@ -497,38 +505,23 @@ unsigned probe(void) {
 }
 int main(void) { return (int)(probe() & 1); }
 """)
-    binary = tmp_path / "sysinsn"
-    subprocess.run(["gcc", "-O1", "-o", str(binary), str(source)], check=True)
-    symbols = dict(
-        (fields[2], int(fields[0], 16))
-        for fields in (line.split() for line in subprocess.run(
-            ["nm", str(binary)], check=True, capture_output=True, text=True).stdout.splitlines())
-        if len(fields) == 3
-    )
-    starts = {b.start for b in build_codemap(str(binary)).blocks}
+    symbols = fixture.symbols("after_")
+    starts = {b.start for b in fixture.codemap.blocks}
     assert symbols["after_cpuid"] in starts
     assert symbols["after_rdtsc"] in starts
 
 
 def test_rep_string_instruction_is_a_block_of_its_own(tmp_path):
     """Engines re-enter `rep movs` per iteration: it starts a block, and so does what follows it."""
-    source = tmp_path / "rep.c"
-    source.write_text(r"""
+    fixture = _fixture_from_source(tmp_path, "rep", r"""
 void copy(void *dst, const void *src, unsigned long n) {
     __asm__ volatile("nop\n.globl at_rep\nat_rep: rep movsb\n.globl after_rep\nafter_rep:"
                      : "+D"(dst), "+S"(src), "+c"(n) : : "memory");
 }
 int main(void) { char a[8], b[8] = "abc"; copy(a, b, 4); return a[0] != 'a'; }
 """)
-    binary = tmp_path / "rep"
-    subprocess.run(["gcc", "-O1", "-o", str(binary), str(source)], check=True)
-    symbols = dict(
-        (fields[2], int(fields[0], 16))
-        for fields in (line.split() for line in subprocess.run(
-            ["nm", str(binary)], check=True, capture_output=True, text=True).stdout.splitlines())
-        if len(fields) == 3
-    )
-    blocks = {b.start: b for b in build_codemap(str(binary)).blocks}
+    symbols = fixture.symbols()
+    blocks = {b.start: b for b in fixture.codemap.blocks}
     rep = blocks[symbols["at_rep"]]
     assert rep.instructions == 1 and rep.reasons & Reason.STRING_REPEAT
     assert symbols["after_rep"] in blocks
