@@ -1,4 +1,4 @@
-"""x86-64 blocks -> AArch64 code: lowering table, flag liveness, table-driven encoder.
+"""x86-64 blocks -> AArch64 code: lowering table, flag liveness, a machine IR and its passes, table-driven encoder.
 
 A pure function of (guest bytes, block list, configuration): no file names,
 clocks or host paths.  May import ``discover``'s data types and ``elf``; never
@@ -14,7 +14,7 @@ from fexaot_tool.translate.builder import REASON_NAMES
 
 # Bumped whenever the code generated for the same input changes (new lowering,
 # new relocation kind, new reason code); cache.key puts it in ConfigId.
-TRANSLATOR_VERSION = 2
+TRANSLATOR_VERSION = 3
 
 __all__ = ["BlockRequest", "GuestCode", "ModuleTranslation", "REASON_NAMES", "TRANSLATOR_VERSION", "TranslatedBlock",
            "UntranslatedBlock", "translate_block", "translate_module"]

@@ -1,4 +1,4 @@
-"""The driver: decode a block, compute flag liveness, lower each instruction, lay out the module's code.
+"""The driver: decode a block, compute flag liveness, lower each instruction to IR, optimise, assemble, lay out.
 
 A block is translated as one unit (its own literal pool, so a runtime can
 install it alone).  When an instruction cannot be lowered, the instructions
@@ -17,7 +17,7 @@ import iced_x86
 import xxhash
 from iced_x86 import Decoder, OpKind
 
-from fexaot_tool.translate import abi
+from fexaot_tool.translate import abi, backend, passes
 from fexaot_tool.translate.builder import (
     ALL_FLAGS, REASON_ATOMIC, REASON_NAMES, REASON_OPERAND, REASON_STRING, REASON_SYSTEM, REASON_UNDECODABLE,
     REASON_UNSUPPORTED, REASON_VECTOR, REASON_X87, Builder, Unsupported,
@@ -171,7 +171,8 @@ def _decode(data: bytes, start: int) -> tuple[list[iced_x86.Instruction], bool]:
 
 
 def _lower_prefix(instructions: list[iced_x86.Instruction], count: int, stop: tuple[int, str, int] | None,
-                  tso: bool, image_base: int) -> _BlockCode | tuple[int, Unsupported]:
+                  tso: bool, image_base: int, optimise: bool, stats: passes.PassStats | None,
+                  ) -> _BlockCode | tuple[int, Unsupported]:
     """Code for the first ``count`` instructions; or (index, why) for one whose form is not covered."""
     prefix = instructions[:count]
     liveness = flag_liveness(prefix)
@@ -196,13 +197,18 @@ def _lower_prefix(instructions: list[iced_x86.Instruction], count: int, stop: tu
     elif not ended:
         b.begin_instruction(last, 0, ALL_FLAGS)
         b.exit_to(last.next_ip)  # the block falls through into the next one
-    host_instructions = len(b.words)
-    code, literals = b.finish()
+    ops = passes.optimise(b.ops, stats) if optimise else b.ops
+    code, literals, host_instructions = backend.assemble(ops)
     return _BlockCode(code, literals, last.next_ip - prefix[0].ip, guest_instructions, host_instructions, stop)
 
 
-def translate_block(guest: GuestCode, start: int, length: int, tso: bool = True) -> _BlockCode:
-    """Code for one block (possibly a prefix of it; ``stop`` says why)."""
+def translate_block(guest: GuestCode, start: int, length: int, tso: bool = True, *, optimise: bool = True,
+                    stats: passes.PassStats | None = None) -> _BlockCode:
+    """Code for one block (possibly a prefix of it; ``stop`` says why).
+
+    ``optimise=False`` skips the IR passes (for measuring what they do; caches
+    are always built with them); ``stats`` sums what the passes did.
+    """
     data = guest.read(start, length)
     if data is None:
         return _BlockCode(b"", [], 0, 0, 0, (REASON_UNDECODABLE, "outside the file image", start))
@@ -223,7 +229,7 @@ def translate_block(guest: GuestCode, start: int, length: int, tso: bool = True)
     while True:
         if count == 0:
             return _BlockCode(b"", [], 0, 0, 0, stop)
-        result = _lower_prefix(instructions, count, stop, tso, guest.image_base)
+        result = _lower_prefix(instructions, count, stop, tso, guest.image_base, optimise, stats)
         if isinstance(result, _BlockCode):
             return result
         # A form the row does not cover: retranslate the shorter prefix (its flag liveness changes too).
@@ -232,7 +238,8 @@ def translate_block(guest: GuestCode, start: int, length: int, tso: bool = True)
         count, stop = index, (why.reason, describe(ins), ins.ip)
 
 
-def translate_module(guest: GuestCode, blocks: Iterable[BlockRequest], memory_order: str = "tso") -> ModuleTranslation:
+def translate_module(guest: GuestCode, blocks: Iterable[BlockRequest], memory_order: str = "tso", *,
+                     optimise: bool = True, stats: passes.PassStats | None = None) -> ModuleTranslation:
     """Translate ``blocks`` (sorted by start) into one code area with relocations and per-block metadata."""
     tso = memory_order == "tso"
     code = bytearray()
@@ -240,7 +247,7 @@ def translate_module(guest: GuestCode, blocks: Iterable[BlockRequest], memory_or
     translated: list[TranslatedBlock] = []
     untranslated: list[UntranslatedBlock] = []
     for block in blocks:
-        result = translate_block(guest, block.start, block.length, tso)
+        result = translate_block(guest, block.start, block.length, tso, optimise=optimise, stats=stats)
         if result.stop is not None:
             reason, detail, at = result.stop
             untranslated.append(UntranslatedBlock(block.start, block.length, reason, detail, at))

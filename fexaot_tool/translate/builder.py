@@ -1,4 +1,4 @@
-"""The per-block code builder: AArch64 words, temporaries, literals, guest operands, flags.
+"""The per-block IR builder: temporaries, literals, labels, guest operands, flags.
 
 Semantic functions (:mod:`fexaot_tool.translate.lower`) describe an x86
 instruction with the helpers here; the builder knows the guest-state ABI
@@ -8,12 +8,10 @@ so the semantic functions do not.
 
 from __future__ import annotations
 
-import struct
-
 import iced_x86
 from iced_x86 import OpKind, Register
 
-from fexaot_tool.translate import a64, abi
+from fexaot_tool.translate import abi, ir
 from fexaot_tool.translate.a64 import C_BIT, V_BIT, ZR, Cond, Shift
 
 # RflagsBits as iced-x86 numbers them.
@@ -49,23 +47,18 @@ def _register_table() -> dict[int, tuple[int, int, bool]]:
 REGISTERS = _register_table()
 GPR_HOST = abi.GPR_HOST
 HOST_RSP = GPR_HOST[abi.RSP]
-# Scratch registers in the order temp() hands them out (it pops from the end).  x0 is not
-# one: indirect branches load their target into it early.
-_TEMPORARIES = tuple(r for r in abi.SCRATCH[::-1] if r != abi.NEXT_RIP)
 _SIZE_LOG2 = {1: 0, 2: 1, 4: 2, 8: 3}
 
 
 class Builder:
-    """AArch64 code of one block under construction."""
+    """The IR (:mod:`ir`) of one block under construction."""
 
     def __init__(self, tso: bool, image_base: int):
         self.tso = tso
         self.image_base = image_base
-        self.words: list[int] = []
-        self.literal_index: dict[int, int] = {}  # guest address -> literal slot
-        self.literal_loads: list[tuple[int, int, int]] = []  # (word index, slot, rd)
+        self.ops: list[ir.Op] = []
         self.cf_inverted = False  # C holds NOT x86 CF (after subs/cmp/sbb)
-        self._free: list[int] = []
+        self._next_vreg = ir.VREG_BASE
         # Per instruction, set by the driver:
         self.ins: iced_x86.Instruction | None = None
         self.need = ALL_FLAGS  # flags this instruction writes that someone reads
@@ -73,53 +66,42 @@ class Builder:
 
     # -- emission -----------------------------------------------------------------------
 
-    def emit(self, word: int) -> None:
-        self.words.append(word)
+    def emit(self, op: ir.Op) -> None:
+        self.ops.append(op)
 
     def begin_instruction(self, ins: iced_x86.Instruction, need: int, live_after: int) -> None:
         self.ins = ins
         self.need = need
         self.live_after = live_after
-        self._free = list(_TEMPORARIES)
 
     def temp(self) -> int:
-        if not self._free:
-            raise AssertionError("out of scratch registers")  # a lowering bug, not a guest property
-        return self._free.pop()
+        """A new virtual register (the backend gives it a host register)."""
+        self._next_vreg += 1
+        return self._next_vreg - 1
 
-    def here(self) -> int:
-        return len(self.words)
+    def branch(self, form, *args) -> ir.Label:
+        """A forward branch (``ir.cbz``, ``ir.b_cond``, ...: its arguments but the target) to a new label."""
+        target = ir.Label()
+        self.emit(form(*args, target))
+        return target
 
-    def patch_branch(self, at: int, encoder, *args) -> None:
-        """Fill the placeholder at word ``at`` with a forward branch to here."""
-        self.words[at] = encoder(*args, (len(self.words) - at) * 4)
+    def place(self, target: ir.Label) -> None:
+        """Put ``target`` here: branches to it continue with what is emitted next."""
+        self.emit(ir.label(target))
+
+    def label(self) -> ir.Label:
+        """A label here, for backward branches."""
+        target = ir.Label()
+        self.place(target)
+        return target
 
     def mov_imm(self, sf: int, rd: int, value: int) -> None:
-        """Materialise a constant with the fewest movz/movn/movk (or one orr of a bitmask)."""
-        width = 64 if sf else 32
-        value &= (1 << width) - 1
-        chunks = [(value >> (16 * i)) & 0xFFFF for i in range(width // 16)]
-        zeros = chunks.count(0)
-        ones = chunks.count(0xFFFF)
-        if zeros < len(chunks) - 1 and ones < len(chunks) - 1 and a64.encode_bitmask(value, width):
-            self.emit(a64.orr_imm(sf, rd, ZR, value))
-            return
-        if ones > zeros:
-            first = next(i for i, c in enumerate(chunks) if c != 0xFFFF) if ones < len(chunks) else 0
-            self.emit(a64.movn(sf, rd, ~chunks[first] & 0xFFFF, first))
-            rest = [i for i, c in enumerate(chunks) if c != 0xFFFF and i != first]
-        else:
-            first = next((i for i, c in enumerate(chunks) if c), 0)
-            self.emit(a64.movz(sf, rd, chunks[first], first))
-            rest = [i for i, c in enumerate(chunks) if c and i != first]
-        for i in rest:
-            self.emit(a64.movk(sf, rd, chunks[i], i))
+        """rd = a constant (the backend materialises it with the fewest instructions)."""
+        self.emit(ir.mov_imm(sf, rd, value))
 
     def load_guest_address(self, rd: int, address: int) -> None:
         """rd = a guest address of this module, through a relocated literal (cached code runs at any base)."""
-        slot = self.literal_index.setdefault(address, len(self.literal_index))
-        self.literal_loads.append((len(self.words), slot, rd))
-        self.emit(0)  # ldr rd, <literal>: filled in by finish()
+        self.emit(ir.literal(rd, address))
 
     # -- guest registers ----------------------------------------------------------------
 
@@ -133,14 +115,14 @@ class Builder:
         host = GPR_HOST[n]
         if high:
             t = self.temp()
-            self.emit(a64.ubfx(0, t, host, 8, 8))
+            self.emit(ir.ubfx(0, t, host, 8, 8))
             return t
         if zero_extend and size < 8:
             t = self.temp()
             if size == 4:
-                self.emit(a64.mov_reg(0, t, host))
+                self.emit(ir.mov_reg(0, t, host))
             else:
-                self.emit(a64.ubfx(0, t, host, 0, size * 8))
+                self.emit(ir.ubfx(0, t, host, 0, size * 8))
             return t
         return host
 
@@ -151,7 +133,7 @@ class Builder:
         if size == 8:
             return host
         t = self.temp()
-        self.emit(a64.sbfx(1, t, host, 8 if high else 0, size * 8))
+        self.emit(ir.sbfx(1, t, host, 8 if high else 0, size * 8))
         return t
 
     def dest_reg(self, reg: int) -> int:
@@ -165,13 +147,13 @@ class Builder:
         host = GPR_HOST[n]
         if size == 8:
             if src != host:
-                self.emit(a64.mov_reg(1, host, src))
+                self.emit(ir.mov_reg(1, host, src))
         elif size == 4:
             # A w-form op that computed into ``host`` already zero-extended it.
             if src != host:
-                self.emit(a64.mov_reg(0, host, src))
+                self.emit(ir.mov_reg(0, host, src))
         else:
-            self.emit(a64.bfi(1, host, src, 8 if high else 0, size * 8))
+            self.emit(ir.bfi(1, host, src, 8 if high else 0, size * 8))
 
     # -- memory -------------------------------------------------------------------------
 
@@ -206,9 +188,9 @@ class Builder:
                 t = self.temp()
                 scale = {1: 0, 2: 1, 4: 2, 8: 3}[ins.memory_index_scale]
                 if base is None:
-                    self.emit(a64.lsl_imm(1, t, index, scale))
+                    self.emit(ir.lsl_imm(1, t, index, scale))
                 else:
-                    self.emit(a64.add_reg(1, t, base, index, Shift.LSL, scale))
+                    self.emit(ir.add_reg(1, t, base, index, Shift.LSL, scale))
                 base = t
             elif base is None:
                 t = self.temp()
@@ -218,8 +200,8 @@ class Builder:
         if segment in (Register.FS, Register.GS):
             t = self.temp()
             offset = abi.FS_BASE_OFFSET if segment == Register.FS else abi.GS_BASE_OFFSET
-            self.emit(a64.ldr_uimm(3, t, abi.STATE, offset))
-            self.emit(a64.add_reg(1, t, t, base))
+            self.emit(ir.ldr_uimm(3, t, abi.STATE, offset))
+            self.emit(ir.add_reg(1, t, t, base))
             base = t
         return base, disp
 
@@ -238,42 +220,40 @@ class Builder:
     def add_const(self, rd: int, rn: int, value: int) -> None:
         """rd = rn + value (64-bit), without touching the flags."""
         if 0 <= value < 4096:
-            self.emit(a64.add_imm(1, rd, rn, value))
+            self.emit(ir.add_imm(1, rd, rn, value))
         elif -4096 < value < 0:
-            self.emit(a64.sub_imm(1, rd, rn, -value))
+            self.emit(ir.sub_imm(1, rd, rn, -value))
         elif 0 <= value < (1 << 24) and not value & 0xFFF:
-            self.emit(a64.add_imm(1, rd, rn, value >> 12, lsl12=True))
+            self.emit(ir.add_imm(1, rd, rn, value >> 12, lsl12=True))
         else:
-            t = self.temp() if rd == rn or rd not in abi.SCRATCH else rd
-            if t == rn:
-                t = self.temp()
+            t = self.temp()
             self.mov_imm(1, t, value)
-            self.emit(a64.add_reg(1, rd, rn, t))
+            self.emit(ir.add_reg(1, rd, rn, t))
 
     def load(self, size: int, base: int, disp: int, stack: bool, rd: int | None = None) -> int:
         """Zero-extending load of ``size`` bytes at base + disp."""
         rd = self.temp() if rd is None else rd
         log2 = _SIZE_LOG2[size]
         if self.tso and not stack:
-            self.emit(a64.ldapr(log2, rd, self._fold(base, disp)))
+            self.emit(ir.ldapr(log2, rd, self._fold(base, disp)))
         elif 0 <= disp < (4096 << log2) and not disp % size:
-            self.emit(a64.ldr_uimm(log2, rd, base, disp))
+            self.emit(ir.ldr_uimm(log2, rd, base, disp))
         elif -256 <= disp < 256:
-            self.emit(a64.ldur(log2, rd, base, disp))
+            self.emit(ir.ldur(log2, rd, base, disp))
         else:
-            self.emit(a64.ldr_uimm(log2, rd, self._fold(base, disp), 0))
+            self.emit(ir.ldr_uimm(log2, rd, self._fold(base, disp), 0))
         return rd
 
     def store(self, size: int, src: int, base: int, disp: int, stack: bool) -> None:
         log2 = _SIZE_LOG2[size]
         if self.tso and not stack:
-            self.emit(a64.stlr(log2, src, self._fold(base, disp)))
+            self.emit(ir.stlr(log2, src, self._fold(base, disp)))
         elif 0 <= disp < (4096 << log2) and not disp % size:
-            self.emit(a64.str_uimm(log2, src, base, disp))
+            self.emit(ir.str_uimm(log2, src, base, disp))
         elif -256 <= disp < 256:
-            self.emit(a64.stur(log2, src, base, disp))
+            self.emit(ir.stur(log2, src, base, disp))
         else:
-            self.emit(a64.str_uimm(log2, src, self._fold(base, disp), 0))
+            self.emit(ir.str_uimm(log2, src, self._fold(base, disp), 0))
 
     # -- operands -----------------------------------------------------------------------
 
@@ -323,7 +303,7 @@ class Builder:
     def set_carry_inverted(self, inverted: bool) -> None:
         """Make C hold NOT CF (``inverted``) or CF, with one cfinv if needed."""
         if self.cf_inverted != inverted:
-            self.emit(a64.cfinv())
+            self.emit(ir.cfinv())
             self.cf_inverted = inverted
 
     def normalise_carry(self) -> None:
@@ -332,30 +312,30 @@ class Builder:
 
     def write_pf(self, result: int) -> None:
         if self.need & PF and result != abi.PF_SRC:
-            self.emit(a64.mov_reg(1, abi.PF_SRC, result))
+            self.emit(ir.mov_reg(1, abi.PF_SRC, result))
 
     def logic_flags(self, size: int, result: int) -> None:
         """SF, ZF, PF of ``result``, CF = OF = 0 (and/or/xor/test, AF undefined)."""
         if self.need & NZCV_FLAGS:
             # 0 + (result << (32 - bits)): N and Z of the sized result, and no carry or overflow.
             sf = 1 if size == 8 else 0
-            self.emit(a64.adds_reg(sf, ZR, ZR, result, Shift.LSL, 0 if size >= 4 else 32 - size * 8))
+            self.emit(ir.adds_reg(sf, ZR, ZR, result, Shift.LSL, 0 if size >= 4 else 32 - size * 8))
             self.cf_inverted = False
         self.write_pf(result)
 
     def insert_flag(self, src: int, bit: int, flag_mask: int) -> None:
         """Set one NZCV flag (C_BIT or V_BIT) from bit ``bit`` of ``src``, leaving the others alone."""
         position = {C_BIT: 1, V_BIT: 0}[flag_mask]
-        self.emit(a64.rmif(src, (bit - position) % 64, flag_mask))
+        self.emit(ir.rmif(src, (bit - position) % 64, flag_mask))
         if flag_mask == C_BIT:
             self.cf_inverted = False
 
     def parity_odd(self) -> int:
         """A temp whose bit 0 is the XOR of PF_SRC's low 8 bits (so PF = NOT bit 0)."""
         t = self.temp()
-        self.emit(a64.eor_reg(1, t, abi.PF_SRC, abi.PF_SRC, Shift.LSR, 4))
-        self.emit(a64.eor_reg(1, t, t, t, Shift.LSR, 2))
-        self.emit(a64.eor_reg(1, t, t, t, Shift.LSR, 1))
+        self.emit(ir.eor_reg(1, t, abi.PF_SRC, abi.PF_SRC, Shift.LSR, 4))
+        self.emit(ir.eor_reg(1, t, t, t, Shift.LSR, 2))
+        self.emit(ir.eor_reg(1, t, t, t, Shift.LSR, 1))
         return t
 
     def condition(self, cc: int) -> Cond:
@@ -374,37 +354,21 @@ class Builder:
         self.normalise_carry()
         if guest_rip is not None:
             self.load_guest_address(abi.NEXT_RIP, guest_rip)
-        self.emit(a64.ldr_uimm(3, 1, abi.STATE, abi.DISPATCH_OFFSET))
-        self.emit(a64.br(1))
+        self.emit(ir.ldr_uimm(3, 1, abi.STATE, abi.DISPATCH_OFFSET))
+        self.emit(ir.br(1))
 
     def exit_to_runtime(self, reason: int, guest_rip: int, info: int = 0) -> None:
         self.normalise_carry()
-        self.emit(a64.movz(0, 1, reason))
-        self.emit(a64.str_uimm(2, 1, abi.STATE, abi.EXIT_REASON_OFFSET))
+        self.emit(ir.movz(0, 1, reason))
+        self.emit(ir.str_uimm(2, 1, abi.STATE, abi.EXIT_REASON_OFFSET))
         if info:
-            self.emit(a64.movz(0, 1, info))
-            self.emit(a64.str_uimm(3, 1, abi.STATE, abi.EXIT_INFO_OFFSET))
+            self.emit(ir.movz(0, 1, info))
+            self.emit(ir.str_uimm(3, 1, abi.STATE, abi.EXIT_INFO_OFFSET))
         else:
-            self.emit(a64.str_uimm(3, ZR, abi.STATE, abi.EXIT_INFO_OFFSET))
+            self.emit(ir.str_uimm(3, ZR, abi.STATE, abi.EXIT_INFO_OFFSET))
         self.load_guest_address(abi.NEXT_RIP, guest_rip)
-        self.emit(a64.ldr_uimm(3, 1, abi.STATE, abi.EXIT_TO_RUNTIME_OFFSET))
-        self.emit(a64.br(1))
-
-    # -- result -------------------------------------------------------------------------
-
-    def finish(self) -> tuple[bytes, list[tuple[int, int]]]:
-        """(code with its literal pool, [(byte offset of a literal, guest address)])."""
-        words = self.words
-        if len(words) % 2:
-            words.append(a64.udf())  # 8-byte align the pool (block code starts 8-aligned)
-        pool = len(words) * 4
-        for at, slot, rd in self.literal_loads:
-            words[at] = a64.ldr_literal(1, rd, pool + slot * 8 - at * 4)
-        code = struct.pack(f"<{len(words)}I", *words) + bytes(8 * len(self.literal_index))
-        literals = []
-        for address, slot in self.literal_index.items():
-            literals.append((pool + slot * 8, address))
-        return bytes(code), literals
+        self.emit(ir.ldr_uimm(3, 1, abi.STATE, abi.EXIT_TO_RUNTIME_OFFSET))
+        self.emit(ir.br(1))
 
 
 # x86 condition codes as iced-x86 numbers them (ConditionCode).

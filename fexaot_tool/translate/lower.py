@@ -15,7 +15,7 @@ from collections.abc import Callable
 from iced_x86 import Mnemonic as M
 from iced_x86 import OpKind, Register
 
-from fexaot_tool.translate import a64, abi
+from fexaot_tool.translate import a64, abi, ir
 from fexaot_tool.translate.a64 import C_BIT, V_BIT, ZR, Cond, Shift
 from fexaot_tool.translate.abi import ExitReason
 from fexaot_tool.translate.builder import (
@@ -71,7 +71,7 @@ def lower_mov(b: Builder) -> None:
     else:
         src = b.read_op(1, size)
     if size == 4 and ins.op_kind(0) == OpKind.REGISTER:
-        b.emit(a64.mov_reg(0, b.dest_reg(ins.op_register(0)), src))  # even mov esi, esi: it zero-extends
+        b.emit(ir.mov_reg(0, b.dest_reg(ins.op_register(0)), src))  # even mov esi, esi: it zero-extends
         return
     b.write_op(0, size, src)
 
@@ -91,9 +91,9 @@ def lower_movsx(b: Builder) -> None:
         raw = b.load(ssize, base, disp, ins.memory_base == Register.RSP)
         src = raw
         if ssize < 8:
-            b.emit(a64.sbfx(1, raw, raw, 0, ssize * 8))
+            b.emit(ir.sbfx(1, raw, raw, 0, ssize * 8))
     if dsize == 4:
-        b.emit(a64.mov_reg(0, b.dest_reg(ins.op_register(0)), src))
+        b.emit(ir.mov_reg(0, b.dest_reg(ins.op_register(0)), src))
     else:
         b.write_reg(ins.op_register(0), src)
 
@@ -110,14 +110,14 @@ def lower_lea(b: Builder) -> None:
         if disp:
             b.add_const(dst, base, disp)
         elif base != dst:
-            b.emit(a64.mov_reg(1, dst, base))
+            b.emit(ir.mov_reg(1, dst, base))
         return
     address = base
     if disp:
         address = b.temp()
         b.add_const(address, base, disp)
     if size == 4:
-        b.emit(a64.mov_reg(0, b.dest_reg(reg), address))  # always: a 32-bit write zero-extends
+        b.emit(ir.mov_reg(0, b.dest_reg(reg), address))  # always: a 32-bit write zero-extends
     else:
         b.write_reg(reg, address)
 
@@ -129,8 +129,8 @@ _ARITH_OF = {
     M.ADD: (_ADD, True), M.SUB: (_SUB, True), M.CMP: (_SUB, False), M.AND: (_AND, True),
     M.TEST: (_AND, False), M.OR: (_OR, True), M.XOR: (_XOR, True), M.ADC: (_ADC, True), M.SBB: (_SBB, True),
 }
-_LOGICAL_REG = {_AND: a64.and_reg, _OR: a64.orr_reg, _XOR: a64.eor_reg}
-_LOGICAL_IMM = {_AND: a64.and_imm, _OR: a64.orr_imm, _XOR: a64.eor_imm}
+_LOGICAL_REG = {_AND: ir.and_reg, _OR: ir.orr_reg, _XOR: ir.eor_reg}
+_LOGICAL_IMM = {_AND: ir.and_imm, _OR: ir.orr_imm, _XOR: ir.eor_imm}
 
 
 def lower_binary(b: Builder) -> None:
@@ -157,7 +157,7 @@ def lower_binary(b: Builder) -> None:
     if op in (_AND, _OR, _XOR):
         if imm is not None and a64.encode_bitmask(imm, 64 if sf else 32):
             if op == _AND and flags and size >= 4:
-                b.emit(a64.ands_imm(sf, dst, a, imm))
+                b.emit(ir.ands_imm(sf, dst, a, imm))
             else:
                 b.emit(_LOGICAL_IMM[op](sf, dst, a, imm))
                 if flags:
@@ -165,7 +165,7 @@ def lower_binary(b: Builder) -> None:
         else:
             src = b.read_op(1, size) if imm is None or imm else ZR
             if op == _AND and flags and size >= 4:
-                b.emit(a64.ands_reg(sf, dst, a, src))
+                b.emit(ir.ands_reg(sf, dst, a, src))
             else:
                 b.emit(_LOGICAL_REG[op](sf, dst, a, src))
                 if flags:
@@ -179,15 +179,15 @@ def lower_binary(b: Builder) -> None:
     if op in (_ADC, _SBB):
         src = b.read_op(1, size) if imm is None or imm else ZR
         if need & AF:
-            b.emit(a64.eor_reg(sf, abi.AF_SRC, a, src))
+            b.emit(ir.eor_reg(sf, abi.AF_SRC, a, src))
         # adcs adds C; sbcs subtracts NOT C: so C must be CF for adc and NOT CF for sbb.
         b.set_carry_inverted(op == _SBB)
         if flags and size < 4:
             _narrow_carry_op(b, op, size, dst, a, src)
         elif op == _ADC:
-            b.emit((a64.adcs if flags else a64.adc)(sf, dst, a, src))
+            b.emit((ir.adcs if flags else ir.adc)(sf, dst, a, src))
         else:
-            b.emit((a64.sbcs if flags else a64.sbc)(sf, dst, a, src))
+            b.emit((ir.sbcs if flags else ir.sbc)(sf, dst, a, src))
         if not flags:
             b.cf_inverted = False  # C untouched, but CF is dead: nothing to track
         _finish_arith(b, size, dst, address, writes)
@@ -198,35 +198,35 @@ def lower_binary(b: Builder) -> None:
         small = not zero_idiom and imm is not None and (imm < 4096 or (1 << bits) - imm < 4096)
         src = ZR if zero_idiom else None if small else b.read_op(1, size)
         if need & AF:
-            b.emit(a64.eor_reg(sf, abi.AF_SRC, a, src if src is not None else b.read_op(1, size)))
+            b.emit(ir.eor_reg(sf, abi.AF_SRC, a, src if src is not None else b.read_op(1, size)))
         if small:
             # add #-k == sub #k with the same NZCV (C is the carry of a + 2^n - k either way).
             negate = imm >= 4096
             k = (1 << bits) - imm if negate else imm
             use_sub = subtract != negate
-            encoder = {(False, False): a64.add_imm, (False, True): a64.adds_imm,
-                       (True, False): a64.sub_imm, (True, True): a64.subs_imm}[use_sub, flags]
+            encoder = {(False, False): ir.add_imm, (False, True): ir.adds_imm,
+                       (True, False): ir.sub_imm, (True, True): ir.subs_imm}[use_sub, flags]
             b.emit(encoder(sf, dst, a, k))
         else:
-            encoder = {(False, False): a64.add_reg, (False, True): a64.adds_reg,
-                       (True, False): a64.sub_reg, (True, True): a64.subs_reg}[subtract, flags]
+            encoder = {(False, False): ir.add_reg, (False, True): ir.adds_reg,
+                       (True, False): ir.sub_reg, (True, True): ir.subs_reg}[subtract, flags]
             b.emit(encoder(sf, dst, a, src))
         if flags:
             b.cf_inverted = subtract
     else:
         src = ZR if zero_idiom else b.read_op(1, size)
         if need & AF:
-            b.emit(a64.eor_reg(0, abi.AF_SRC, a, src))
+            b.emit(ir.eor_reg(0, abi.AF_SRC, a, src))
         if flags:
             # Flags of an 8/16-bit op: do it in the top bits of a w register.
             shift = 32 - bits
             t = b.temp()
-            b.emit(a64.lsl_imm(0, t, a, shift))
-            b.emit((a64.subs_reg if subtract else a64.adds_reg)(0, t, t, src, Shift.LSL, shift))
-            b.emit(a64.lsr_imm(0, dst, t, shift))
+            b.emit(ir.lsl_imm(0, t, a, shift))
+            b.emit((ir.subs_reg if subtract else ir.adds_reg)(0, t, t, src, Shift.LSL, shift))
+            b.emit(ir.lsr_imm(0, dst, t, shift))
             b.cf_inverted = subtract
         else:
-            b.emit((a64.sub_reg if subtract else a64.add_reg)(0, dst, a, src))
+            b.emit((ir.sub_reg if subtract else ir.add_reg)(0, dst, a, src))
     _finish_arith(b, size, dst, address, writes)
 
 
@@ -241,22 +241,22 @@ def _narrow_carry_op(b: Builder, op: int, size: int, dst: int, a: int, src: int)
     """
     shift = 32 - size * 8
     t = b.temp()
-    b.emit(a64.lsl_imm(0, t, a, shift))
+    b.emit(ir.lsl_imm(0, t, a, shift))
     if op == _ADC:
-        b.emit(a64.orr_imm(0, t, t, (1 << shift) - 1))
+        b.emit(ir.orr_imm(0, t, t, (1 << shift) - 1))
     shifted = b.temp()
-    b.emit(a64.lsl_imm(0, shifted, src, shift))
-    b.emit((a64.adcs if op == _ADC else a64.sbcs)(0, t, t, shifted))
+    b.emit(ir.lsl_imm(0, shifted, src, shift))
+    b.emit((ir.adcs if op == _ADC else ir.sbcs)(0, t, t, shifted))
     saved = b.temp()
-    b.emit(a64.mrs_nzcv(saved))
-    b.emit(a64.lsr_imm(0, dst, t, shift))
-    b.emit((a64.setf8 if size == 1 else a64.setf16)(dst))
-    b.emit(a64.rmif(saved, 28, V_BIT))
+    b.emit(ir.mrs_nzcv(saved))
+    b.emit(ir.lsr_imm(0, dst, t, shift))
+    b.emit((ir.setf8 if size == 1 else ir.setf16)(dst))
+    b.emit(ir.rmif(saved, 28, V_BIT))
 
 
 def _finish_arith(b: Builder, size: int, dst: int, address, writes: bool) -> None:
     if b.need & AF:
-        b.emit(a64.eor_reg(1, abi.AF_SRC, abi.AF_SRC, dst))
+        b.emit(ir.eor_reg(1, abi.AF_SRC, abi.AF_SRC, dst))
     b.write_pf(dst)
     if writes:
         b.write_op(0, size, dst, address)
@@ -273,25 +273,25 @@ def lower_incdec(b: Builder) -> None:
     dst = _result_reg(b, size, address)
     need = b.need
     if need & AF:
-        b.emit(a64.eor_imm(sf, abi.AF_SRC, a, 1))
+        b.emit(ir.eor_imm(sf, abi.AF_SRC, a, 1))
     if need & (OF | SF | ZF):
         saved = None
         if b.live_after & CF:
             saved = b.temp()  # inc/dec leave CF alone: keep C (inverted or not) across the adds
-            b.emit(a64.mrs_nzcv(saved))
+            b.emit(ir.mrs_nzcv(saved))
         if size >= 4:
-            b.emit((a64.subs_imm if subtract else a64.adds_imm)(sf, dst, a, 1))
+            b.emit((ir.subs_imm if subtract else ir.adds_imm)(sf, dst, a, 1))
         else:
             shift = 32 - size * 8
             t, one = b.temp(), b.temp()
-            b.emit(a64.lsl_imm(0, t, a, shift))
-            b.emit(a64.movz(0, one, 1 << (shift - 16), 1) if shift >= 16 else a64.movz(0, one, 1 << shift))
-            b.emit((a64.subs_reg if subtract else a64.adds_reg)(0, t, t, one))
-            b.emit(a64.lsr_imm(0, dst, t, shift))
+            b.emit(ir.lsl_imm(0, t, a, shift))
+            b.emit(ir.movz(0, one, 1 << (shift - 16), 1) if shift >= 16 else ir.movz(0, one, 1 << shift))
+            b.emit((ir.subs_reg if subtract else ir.adds_reg)(0, t, t, one))
+            b.emit(ir.lsr_imm(0, dst, t, shift))
         if saved is not None:
-            b.emit(a64.rmif(saved, 28, C_BIT))
+            b.emit(ir.rmif(saved, 28, C_BIT))
     else:
-        b.emit((a64.sub_imm if subtract else a64.add_imm)(sf, dst, a, 1))
+        b.emit((ir.sub_imm if subtract else ir.add_imm)(sf, dst, a, 1))
     _finish_arith(b, size, dst, address, True)
 
 
@@ -304,17 +304,17 @@ def lower_neg(b: Builder) -> None:
     dst = _result_reg(b, size, address)
     need = b.need
     if need & AF:
-        b.emit(a64.mov_reg(1, abi.AF_SRC, a))
+        b.emit(ir.mov_reg(1, abi.AF_SRC, a))
     if need & NZCV_FLAGS:
         if size >= 4:
-            b.emit(a64.subs_reg(sf, dst, ZR, a))
+            b.emit(ir.subs_reg(sf, dst, ZR, a))
         else:
             shift = 32 - size * 8
-            b.emit(a64.subs_reg(0, dst, ZR, a, Shift.LSL, shift))
-            b.emit(a64.lsr_imm(0, dst, dst, shift))
+            b.emit(ir.subs_reg(0, dst, ZR, a, Shift.LSL, shift))
+            b.emit(ir.lsr_imm(0, dst, dst, shift))
         b.cf_inverted = True  # 0 - a: C = (a == 0) = NOT CF
     else:
-        b.emit(a64.sub_reg(sf, dst, ZR, a))
+        b.emit(ir.sub_reg(sf, dst, ZR, a))
     _finish_arith(b, size, dst, address, True)
 
 
@@ -324,7 +324,7 @@ def lower_not(b: Builder) -> None:
     address = _dest_address(b)
     a = _read_dest(b, size, address)
     dst = _result_reg(b, size, address)
-    b.emit(a64.orn_reg(_sf(size), dst, ZR, a))
+    b.emit(ir.orn_reg(_sf(size), dst, ZR, a))
     b.write_op(0, size, dst, address)
 
 
@@ -336,7 +336,7 @@ def _count(b: Builder, size: int) -> tuple[int | None, int | None]:
     if b.is_imm(1):
         return b.ins.immediate(1) & mask, None
     t = b.temp()
-    b.emit(a64.and_imm(0, t, RCX, mask))
+    b.emit(ir.and_imm(0, t, RCX, mask))
     return None, t
 
 
@@ -346,13 +346,13 @@ def _shifted_by_count_minus_one(b: Builder, mnemonic: int, a: int, constant: int
     if creg is None:
         n = constant - 1
         if mnemonic == M.SHL:
-            b.emit(a64.lsl_imm(1, last, a, min(n, 63)) if n else a64.mov_reg(1, last, a))
+            b.emit(ir.lsl_imm(1, last, a, min(n, 63)) if n else ir.mov_reg(1, last, a))
         else:
-            b.emit((a64.asr_imm if signed else a64.lsr_imm)(1, last, a, min(n, 63)) if n else a64.mov_reg(1, last, a))
+            b.emit((ir.asr_imm if signed else ir.lsr_imm)(1, last, a, min(n, 63)) if n else ir.mov_reg(1, last, a))
     else:
         c1 = b.temp()
-        b.emit(a64.sub_imm(0, c1, creg, 1))  # count 0 is skipped, so no wrap
-        b.emit({M.SHL: a64.lslv, M.SHR: a64.lsrv, M.SAR: a64.asrv}[mnemonic](1, last, a, c1))
+        b.emit(ir.sub_imm(0, c1, creg, 1))  # count 0 is skipped, so no wrap
+        b.emit({M.SHL: ir.lslv, M.SHR: ir.lsrv, M.SAR: ir.asrv}[mnemonic](1, last, a, c1))
     return last
 
 
@@ -360,7 +360,7 @@ def _zero_count(b: Builder, size: int) -> None:
     """A masked count of 0 changes nothing, but a 32-bit register operand is still written (zero-extended)."""
     if size == 4 and b.ins.op_kind(0) == OpKind.REGISTER:
         reg = b.dest_reg(b.ins.op_register(0))
-        b.emit(a64.mov_reg(0, reg, reg))
+        b.emit(ir.mov_reg(0, reg, reg))
 
 
 def lower_shift(b: Builder) -> None:
@@ -380,7 +380,7 @@ def lower_shift(b: Builder) -> None:
         a = raw
         if size < 8:
             a = b.temp()
-            b.emit(a64.sbfx(1, a, raw, 0, bits))
+            b.emit(ir.sbfx(1, a, raw, 0, bits))
     else:
         a = _read_dest(b, size, address, zero_extend=size <= 4)
     sfw = 0 if size == 4 else 1
@@ -392,32 +392,31 @@ def lower_shift(b: Builder) -> None:
     skip = None
     if creg is None:
         if mnemonic == M.SHL:
-            b.emit(a64.lsl_imm(sfw, dst, a, constant) if constant < (64 if sfw else 32) else a64.mov_reg(0, dst, ZR))
+            b.emit(ir.lsl_imm(sfw, dst, a, constant) if constant < (64 if sfw else 32) else ir.mov_reg(0, dst, ZR))
         elif signed:
-            b.emit(a64.asr_imm(sfw, dst, a, min(constant, 63 if sfw else 31)))
+            b.emit(ir.asr_imm(sfw, dst, a, min(constant, 63 if sfw else 31)))
         else:
-            b.emit(a64.lsr_imm(sfw, dst, a, constant) if constant < (64 if sfw else 32) else a64.mov_reg(0, dst, ZR))
+            b.emit(ir.lsr_imm(sfw, dst, a, constant) if constant < (64 if sfw else 32) else ir.mov_reg(0, dst, ZR))
     else:
-        encoder = {M.SHL: a64.lslv, M.SHR: a64.lsrv, M.SAR: a64.asrv}[mnemonic]
+        encoder = {M.SHL: ir.lslv, M.SHR: ir.lsrv, M.SAR: ir.asrv}[mnemonic]
         b.emit(encoder(sfw, dst, a, creg))
     b.write_op(0, size, dst, address)
     if not need:
         return
     if creg is not None:
         b.normalise_carry()  # both paths (count 0: flags unchanged) must agree on C's meaning
-        skip = b.here()
-        b.emit(0)
+        skip = b.branch(ir.cbz, 0, creg)
     if need & NZCV_FLAGS:
-        b.emit(a64.adds_reg(_sf(size), ZR, ZR, dst, Shift.LSL, 0 if size >= 4 else 32 - bits))
+        b.emit(ir.adds_reg(_sf(size), ZR, ZR, dst, Shift.LSL, 0 if size >= 4 else 32 - bits))
         b.insert_flag(last, bits - 1 if mnemonic == M.SHL else 0, C_BIT)
         if need & OF:
             # OF = MSB(result) XOR MSB(operand shifted by count-1) (SDM for count 1).
             t = b.temp()
-            b.emit(a64.eor_reg(1, t, dst, last))
+            b.emit(ir.eor_reg(1, t, dst, last))
             b.insert_flag(t, bits - 1, V_BIT)
     b.write_pf(dst)
     if skip is not None:
-        b.patch_branch(skip, a64.cbz, 0, creg)
+        b.place(skip)
 
 
 def lower_rotate(b: Builder) -> None:
@@ -436,21 +435,21 @@ def lower_rotate(b: Builder) -> None:
     if size < 4:
         # Replicate the value across 32 bits so a 32-bit rotate rotates it within itself.
         rep = b.temp()
-        b.emit(a64.orr_reg(0, rep, a, a, Shift.LSL, bits))
+        b.emit(ir.orr_reg(0, rep, a, a, Shift.LSL, bits))
         if size == 1:
-            b.emit(a64.orr_reg(0, rep, rep, rep, Shift.LSL, 16))
+            b.emit(ir.orr_reg(0, rep, rep, rep, Shift.LSL, 16))
         a = rep
     dst = _result_reg(b, size, address)
     if creg is None:
         amount = constant % bits
         amount = (bits - amount) % bits if rol else amount
-        b.emit(a64.ror_imm(sf, dst, a, amount) if amount else a64.mov_reg(sf, dst, a))
+        b.emit(ir.ror_imm(sf, dst, a, amount) if amount else ir.mov_reg(sf, dst, a))
     else:
         amount = creg
         if rol:
             amount = b.temp()
-            b.emit(a64.sub_reg(0, amount, ZR, creg))  # rol by c == ror by -c (mod the width)
-        b.emit(a64.rorv(sf, dst, a, amount))
+            b.emit(ir.sub_reg(0, amount, ZR, creg))  # rol by c == ror by -c (mod the width)
+        b.emit(ir.rorv(sf, dst, a, amount))
     b.write_op(0, size, dst, address)
     need = b.need
     if not need & (CF | OF):
@@ -458,22 +457,21 @@ def lower_rotate(b: Builder) -> None:
     skip = None
     if creg is not None:
         b.normalise_carry()
-        skip = b.here()
-        b.emit(0)
+        skip = b.branch(ir.cbz, 0, creg)
     if rol:
         b.insert_flag(dst, 0, C_BIT)  # CF = LSB(result); OF = MSB(result) XOR CF
         if need & OF:
             t = b.temp()
-            b.emit(a64.eor_reg(1, t, dst, dst, Shift.LSL, bits - 1))
+            b.emit(ir.eor_reg(1, t, dst, dst, Shift.LSL, bits - 1))
             b.insert_flag(t, bits - 1, V_BIT)
     else:
         b.insert_flag(dst, bits - 1, C_BIT)  # CF = MSB(result); OF = MSB XOR the bit below it
         if need & OF:
             t = b.temp()
-            b.emit(a64.eor_reg(1, t, dst, dst, Shift.LSL, 1))
+            b.emit(ir.eor_reg(1, t, dst, dst, Shift.LSL, 1))
             b.insert_flag(t, bits - 1, V_BIT)
     if skip is not None:
-        b.patch_branch(skip, a64.cbz, 0, creg)
+        b.place(skip)
 
 
 def lower_double_shift(b: Builder) -> None:
@@ -487,7 +485,7 @@ def lower_double_shift(b: Builder) -> None:
     left = ins.mnemonic == M.SHLD
     if ins.op_kind(2) == OpKind.REGISTER:
         constant, creg = None, b.temp()
-        b.emit(a64.and_imm(0, creg, RCX, bits - 1))
+        b.emit(ir.and_imm(0, creg, RCX, bits - 1))
     else:
         constant, creg = ins.immediate(2) & (bits - 1), None
     if constant == 0:
@@ -499,48 +497,46 @@ def lower_double_shift(b: Builder) -> None:
     dst = b.temp()
     zero_skip = None
     if creg is None:
-        b.emit(a64.extr(sf, dst, a, src, bits - constant) if left else a64.extr(sf, dst, src, a, constant))
+        b.emit(ir.extr(sf, dst, a, src, bits - constant) if left else ir.extr(sf, dst, src, a, constant))
     else:
         b.normalise_carry()
-        zero_skip = b.here()
-        b.emit(0)
+        zero_skip = b.branch(ir.cbz, 0, creg)
         inv = b.temp()
-        b.emit(a64.sub_reg(0, inv, ZR, creg))  # bits - count, modulo the width
+        b.emit(ir.sub_reg(0, inv, ZR, creg))  # bits - count, modulo the width
         t = b.temp()
         if left:
-            b.emit(a64.lslv(sf, dst, a, creg))
-            b.emit(a64.lsrv(sf, t, src, inv))
+            b.emit(ir.lslv(sf, dst, a, creg))
+            b.emit(ir.lsrv(sf, t, src, inv))
         else:
-            b.emit(a64.lsrv(sf, dst, a, creg))
-            b.emit(a64.lslv(sf, t, src, inv))
-        b.emit(a64.orr_reg(sf, dst, dst, t))
+            b.emit(ir.lsrv(sf, dst, a, creg))
+            b.emit(ir.lslv(sf, t, src, inv))
+        b.emit(ir.orr_reg(sf, dst, dst, t))
     need = b.need
     if need:
         last = b.temp()
         if creg is None:
             n = constant - 1
-            b.emit((a64.lsl_imm if left else a64.lsr_imm)(sf, last, a, n) if n else a64.mov_reg(sf, last, a))
+            b.emit((ir.lsl_imm if left else ir.lsr_imm)(sf, last, a, n) if n else ir.mov_reg(sf, last, a))
         else:
             c1 = b.temp()
-            b.emit(a64.sub_imm(0, c1, creg, 1))
-            b.emit((a64.lslv if left else a64.lsrv)(sf, last, a, c1))
+            b.emit(ir.sub_imm(0, c1, creg, 1))
+            b.emit((ir.lslv if left else ir.lsrv)(sf, last, a, c1))
         if need & NZCV_FLAGS:
-            b.emit(a64.adds_reg(sf, ZR, ZR, dst))
+            b.emit(ir.adds_reg(sf, ZR, ZR, dst))
             b.insert_flag(last, bits - 1 if left else 0, C_BIT)
             if need & OF:
                 t = b.temp()
-                b.emit(a64.eor_reg(1, t, dst, a))  # OF: the sign changed (SDM, count 1)
+                b.emit(ir.eor_reg(1, t, dst, a))  # OF: the sign changed (SDM, count 1)
                 b.insert_flag(t, bits - 1, V_BIT)
         b.write_pf(dst)
     b.write_op(0, size, dst, address)
     if zero_skip is not None:
-        done = b.here()
-        b.emit(0)
-        b.patch_branch(zero_skip, a64.cbz, 0, creg)
+        done = b.branch(ir.b)
+        b.place(zero_skip)
         if address is None and size == 4:
             reg = b.dest_reg(ins.op_register(0))
-            b.emit(a64.mov_reg(0, reg, reg))  # a 32-bit destination is written (zero-extended) even for count 0
-        b.patch_branch(done, a64.b)
+            b.emit(ir.mov_reg(0, reg, reg))  # a 32-bit destination is written (zero-extended) even for count 0
+        b.place(done)
 
 
 # --- multiply and divide ---------------------------------------------------------------
@@ -548,8 +544,8 @@ def lower_double_shift(b: Builder) -> None:
 def _set_cf_of(b: Builder, overflow_cond: Cond) -> None:
     """CF = OF = condition (mul/imul); SF, ZF, AF, PF are undefined."""
     t = b.temp()
-    b.emit(a64.csetm(1, t, overflow_cond))
-    b.emit(a64.rmif(t, 0, C_BIT | V_BIT))
+    b.emit(ir.csetm(1, t, overflow_cond))
+    b.emit(ir.rmif(t, 0, C_BIT | V_BIT))
     b.cf_inverted = False
 
 
@@ -562,43 +558,43 @@ def lower_mul_one(b: Builder) -> None:
     if size == 8:
         src = b.read_op(0, 8)
         hi, lo = b.temp(), b.temp()
-        b.emit((a64.smulh if signed else a64.umulh)(hi, RAX, src))
-        b.emit(a64.madd(1, lo, RAX, src, ZR))
-        b.emit(a64.mov_reg(1, RAX, lo))
-        b.emit(a64.mov_reg(1, RDX, hi))
+        b.emit((ir.smulh if signed else ir.umulh)(hi, RAX, src))
+        b.emit(ir.madd(1, lo, RAX, src, ZR))
+        b.emit(ir.mov_reg(1, RAX, lo))
+        b.emit(ir.mov_reg(1, RDX, hi))
         if flags:
-            b.emit(a64.subs_reg(1, ZR, RDX, RAX, Shift.ASR, 63) if signed else a64.subs_reg(1, ZR, RDX, ZR))
+            b.emit(ir.subs_reg(1, ZR, RDX, RAX, Shift.ASR, 63) if signed else ir.subs_reg(1, ZR, RDX, ZR))
             _set_cf_of(b, Cond.NE)
         return
     bits = size * 8
     if signed:
         src = b.temp()
         raw = b.read_op(0, size)
-        b.emit(a64.sbfx(1, src, raw, 0, bits))
+        b.emit(ir.sbfx(1, src, raw, 0, bits))
         x = b.temp()
-        b.emit(a64.sbfx(1, x, RAX, 0, bits))
+        b.emit(ir.sbfx(1, x, RAX, 0, bits))
     else:
         src = b.read_op(0, size, zero_extend=True)
         x = b.temp()
-        b.emit(a64.ubfx(1, x, RAX, 0, bits))
+        b.emit(ir.ubfx(1, x, RAX, 0, bits))
     p = b.temp()
-    b.emit(a64.madd(1, p, x, src, ZR))
+    b.emit(ir.madd(1, p, x, src, ZR))
     if size == 1:
-        b.emit(a64.bfi(1, RAX, p, 0, 16))
+        b.emit(ir.bfi(1, RAX, p, 0, 16))
     elif size == 2:
-        b.emit(a64.bfi(1, RAX, p, 0, 16))
+        b.emit(ir.bfi(1, RAX, p, 0, 16))
         hi = b.temp()
-        b.emit(a64.lsr_imm(1, hi, p, 16))
-        b.emit(a64.bfi(1, RDX, hi, 0, 16))
+        b.emit(ir.lsr_imm(1, hi, p, 16))
+        b.emit(ir.bfi(1, RDX, hi, 0, 16))
     else:
-        b.emit(a64.mov_reg(0, RAX, p))
-        b.emit(a64.lsr_imm(1, RDX, p, 32))
+        b.emit(ir.mov_reg(0, RAX, p))
+        b.emit(ir.lsr_imm(1, RDX, p, 32))
     if flags:
         if signed:
-            b.emit(a64.sbfx(1, x, p, 0, bits))
-            b.emit(a64.subs_reg(1, ZR, p, x))
+            b.emit(ir.sbfx(1, x, p, 0, bits))
+            b.emit(ir.subs_reg(1, ZR, p, x))
         else:
-            b.emit(a64.subs_reg(1, ZR, ZR, p, Shift.LSR, bits))
+            b.emit(ir.subs_reg(1, ZR, ZR, p, Shift.LSR, bits))
         _set_cf_of(b, Cond.NE)
 
 
@@ -621,20 +617,20 @@ def lower_imul(b: Builder) -> None:
     if size == 8:
         if flags:
             hi = b.temp()
-            b.emit(a64.smulh(hi, left, right))
-        b.emit(a64.madd(1, dst, left, right, ZR))
+            b.emit(ir.smulh(hi, left, right))
+        b.emit(ir.madd(1, dst, left, right, ZR))
         if flags:
-            b.emit(a64.subs_reg(1, ZR, hi, dst, Shift.ASR, 63))
+            b.emit(ir.subs_reg(1, ZR, hi, dst, Shift.ASR, 63))
             _set_cf_of(b, Cond.NE)
         return
     x, y, p = b.temp(), b.temp(), b.temp()
-    b.emit(a64.sbfx(1, x, left, 0, bits))
-    b.emit(a64.sbfx(1, y, right, 0, bits))
-    b.emit(a64.madd(1, p, x, y, ZR))
+    b.emit(ir.sbfx(1, x, left, 0, bits))
+    b.emit(ir.sbfx(1, y, right, 0, bits))
+    b.emit(ir.madd(1, p, x, y, ZR))
     b.write_reg(ins.op_register(0), p)
     if flags:
-        b.emit(a64.sbfx(1, x, p, 0, bits))
-        b.emit(a64.subs_reg(1, ZR, p, x))
+        b.emit(ir.sbfx(1, x, p, 0, bits))
+        b.emit(ir.subs_reg(1, ZR, p, x))
         _set_cf_of(b, Cond.NE)
 
 
@@ -651,55 +647,52 @@ def lower_div(b: Builder) -> None:
     # Dividend (ax, dx:ax or edx:eax) and divisor, extended to 64 bits.
     n, d = b.temp(), b.temp()
     raw = b.read_op(0, size)
-    b.emit((a64.sbfx if signed else a64.ubfx)(1, d, raw, 0, bits))
+    b.emit((ir.sbfx if signed else ir.ubfx)(1, d, raw, 0, bits))
     if size == 1:
-        b.emit((a64.sbfx if signed else a64.ubfx)(1, n, RAX, 0, 16))
+        b.emit((ir.sbfx if signed else ir.ubfx)(1, n, RAX, 0, 16))
     else:
-        b.emit(a64.ubfx(1, n, RAX, 0, bits))
-        b.emit(a64.bfi(1, n, RDX, bits, bits))
+        b.emit(ir.ubfx(1, n, RAX, 0, bits))
+        b.emit(ir.bfi(1, n, RDX, bits, bits))
         if signed:
-            b.emit(a64.sbfx(1, n, n, 0, 2 * bits))
-    de = b.here()
-    b.emit(0)  # cbz d, #DE
+            b.emit(ir.sbfx(1, n, n, 0, 2 * bits))
+    de = b.branch(ir.cbz, 1, d)
     q, r = b.temp(), b.temp()
-    b.emit((a64.sdiv if signed else a64.udiv)(1, q, n, d))
-    b.emit(a64.msub(1, r, q, d, n))
+    b.emit((ir.sdiv if signed else ir.udiv)(1, q, n, d))
+    b.emit(ir.msub(1, r, q, d, n))
     # The quotient must fit the operand size: sign-extending (signed) or zero-extending its low bits gives it back.
     t = b.temp()
-    b.emit((a64.sbfx if signed else a64.ubfx)(1, t, q, 0, bits))
-    b.emit(a64.subs_reg(1, ZR, t, q))
-    overflow = b.here()
-    b.emit(0)  # b.ne #DE
+    b.emit((ir.sbfx if signed else ir.ubfx)(1, t, q, 0, bits))
+    b.emit(ir.subs_reg(1, ZR, t, q))
+    overflow = b.branch(ir.b_cond, Cond.NE)
     if size == 1:
-        b.emit(a64.bfi(1, RAX, q, 0, 8))
-        b.emit(a64.bfi(1, RAX, r, 8, 8))
+        b.emit(ir.bfi(1, RAX, q, 0, 8))
+        b.emit(ir.bfi(1, RAX, r, 8, 8))
     elif size == 2:
-        b.emit(a64.bfi(1, RAX, q, 0, 16))
-        b.emit(a64.bfi(1, RDX, r, 0, 16))
+        b.emit(ir.bfi(1, RAX, q, 0, 16))
+        b.emit(ir.bfi(1, RDX, r, 0, 16))
     else:
-        b.emit(a64.mov_reg(0, RAX, q))
-        b.emit(a64.mov_reg(0, RDX, r))
-    _divide_error_path(b, [(de, a64.cbz, (1, d)), (overflow, a64.b_cond, (Cond.NE,))], flags)
+        b.emit(ir.mov_reg(0, RAX, q))
+        b.emit(ir.mov_reg(0, RDX, r))
+    _divide_error_path(b, [de, overflow], flags)
 
 
 def _save_flags(b: Builder) -> tuple[int, bool]:
     """A faulting div changes no flag, but the division code uses NZCV: keep them for the #DE exit."""
     t = b.temp()
-    b.emit(a64.mrs_nzcv(t))
+    b.emit(ir.mrs_nzcv(t))
     return t, b.cf_inverted
 
 
-def _divide_error_path(b: Builder, branches, flags: tuple[int, bool]) -> None:
-    """Skip over an out-of-line #DE exit that ``branches`` (placeholders) jump to."""
-    skip = b.here()
-    b.emit(0)
-    for at, encoder, args in branches:
-        b.patch_branch(at, encoder, *args)
-    b.emit(a64.msr_nzcv(flags[0]))
+def _divide_error_path(b: Builder, branches: list[ir.Label], flags: tuple[int, bool]) -> None:
+    """Skip over an out-of-line #DE exit that ``branches`` go to."""
+    skip = b.branch(ir.b)
+    for target in branches:
+        b.place(target)
+    b.emit(ir.msr_nzcv(flags[0]))
     saved = flags[1]
     b.exit_to_runtime(ExitReason.DIVIDE_ERROR, b.ins.ip)
     b.cf_inverted = saved
-    b.patch_branch(skip, a64.b)
+    b.place(skip)
     b.cf_inverted = False
 
 
@@ -707,60 +700,59 @@ def _div128(b: Builder, signed: bool, flags: tuple[int, bool]) -> None:
     """rdx:rax / r/m64 by restoring shift-subtract division (AArch64 has no 128/64 divide)."""
     d = b.temp()
     src = b.read_op(0, 8)
-    b.emit(a64.mov_reg(1, d, src))
+    b.emit(ir.mov_reg(1, d, src))
     hi, lo, q, c, t, neg = (b.temp() for _ in range(6))
-    b.emit(a64.mov_reg(1, hi, RDX))
-    b.emit(a64.mov_reg(1, lo, RAX))
+    b.emit(ir.mov_reg(1, hi, RDX))
+    b.emit(ir.mov_reg(1, lo, RAX))
     if signed:
         # |dividend| (128-bit negate if negative), |divisor|; neg = sign of the quotient (bit 63) and of the remainder (bit 0).
-        b.emit(a64.subs_imm(1, ZR, hi, 0))
-        b.emit(a64.lsr_imm(1, neg, hi, 63))
-        skip = b.here()
-        b.emit(0)  # b.pl
-        b.emit(a64.subs_reg(1, lo, ZR, lo))
-        b.emit(a64.sbc(1, hi, ZR, hi))
-        b.patch_branch(skip, a64.b_cond, Cond.PL)
-        b.emit(a64.eor_reg(1, t, neg, d, Shift.LSR, 63))  # quotient sign
-        b.emit(a64.orr_reg(1, neg, neg, t, Shift.LSL, 1))  # bit 0: dividend sign, bit 1: quotient sign
-        b.emit(a64.subs_imm(1, ZR, d, 0))
-        b.emit(a64.csneg(1, d, d, d, Cond.PL))
-    de = b.here()
-    b.emit(0)  # cbz d, #DE
-    b.emit(a64.subs_reg(1, ZR, hi, d))
-    too_big = b.here()
-    b.emit(0)  # b.hs #DE: the quotient needs more than 64 bits
-    b.emit(a64.movz(0, c, 64))
-    b.emit(a64.movz(0, q, 0))
-    loop = b.here()
-    b.emit(a64.lsr_imm(1, t, hi, 63))
-    b.emit(a64.extr(1, hi, hi, lo, 63))
-    b.emit(a64.lsl_imm(1, lo, lo, 1))
-    b.emit(a64.subs_reg(1, ZR, hi, d))
-    b.emit(a64.csinc(1, t, t, t, Cond.LO))  # t = carry-out | (hi >= d), as 1 or more
-    b.emit(a64.subs_imm(1, ZR, t, 0))
-    b.emit(a64.csel(1, t, d, ZR, Cond.NE))
-    b.emit(a64.sub_reg(1, hi, hi, t))
-    b.emit(a64.cset(1, t, Cond.NE))
-    b.emit(a64.orr_reg(1, q, t, q, Shift.LSL, 1))
-    b.emit(a64.subs_imm(0, c, c, 1))
-    b.emit(a64.b_cond(Cond.NE, (loop - b.here()) * 4))
-    branches = [(de, a64.cbz, (1, d)), (too_big, a64.b_cond, (Cond.HS,))]
+        b.emit(ir.subs_imm(1, ZR, hi, 0))
+        b.emit(ir.lsr_imm(1, neg, hi, 63))
+        skip = b.branch(ir.b_cond, Cond.PL)
+        b.emit(ir.subs_reg(1, lo, ZR, lo))
+        b.emit(ir.sbc(1, hi, ZR, hi))
+        b.place(skip)
+        b.emit(ir.eor_reg(1, t, neg, d, Shift.LSR, 63))  # quotient sign
+        b.emit(ir.orr_reg(1, neg, neg, t, Shift.LSL, 1))  # bit 0: dividend sign, bit 1: quotient sign
+        b.emit(ir.subs_imm(1, ZR, d, 0))
+        b.emit(ir.csneg(1, d, d, d, Cond.PL))
+    de = b.branch(ir.cbz, 1, d)
+    b.emit(ir.subs_reg(1, ZR, hi, d))
+    too_big = b.branch(ir.b_cond, Cond.HS)  # the quotient needs more than 64 bits
+    b.emit(ir.movz(0, c, 64))
+    b.emit(ir.movz(0, q, 0))
+    loop = b.label()
+    b.emit(ir.lsr_imm(1, t, hi, 63))
+    b.emit(ir.extr(1, hi, hi, lo, 63))
+    b.emit(ir.lsl_imm(1, lo, lo, 1))
+    b.emit(ir.subs_reg(1, ZR, hi, d))
+    b.emit(ir.csinc(1, t, t, t, Cond.LO))  # t = carry-out | (hi >= d), as 1 or more
+    b.emit(ir.subs_imm(1, ZR, t, 0))
+    b.emit(ir.csel(1, t, d, ZR, Cond.NE))
+    b.emit(ir.sub_reg(1, hi, hi, t))
+    b.emit(ir.cset(1, t, Cond.NE))
+    b.emit(ir.orr_reg(1, q, t, q, Shift.LSL, 1))
+    b.emit(ir.subs_imm(0, c, c, 1))
+    b.emit(ir.b_cond(Cond.NE, loop))
+    branches = [de, too_big]
     if signed:
         # The quotient must fit: below 2^63, or up to 2^63 when it is negative.
-        b.emit(a64.tbz(neg, 1, 24))  # positive quotient: to the tbnz below
-        b.emit(a64.tbz(q, 63, 12))
-        b.emit(a64.lsl_imm(1, t, q, 1))
-        over_neg = b.here()
-        b.emit(0)  # cbnz t, #DE: q > 2^63
-        b.emit(a64.sub_reg(1, q, ZR, q))
-        b.emit(a64.b(8))
-        over_pos = b.here()
-        b.emit(0)  # tbnz q, #63, #DE
-        b.emit(a64.tbz(neg, 0, 8))
-        b.emit(a64.sub_reg(1, hi, ZR, hi))  # the remainder has the dividend's sign
-        branches += [(over_neg, a64.cbnz, (1, t)), (over_pos, a64.tbnz, (q, 63))]
-    b.emit(a64.mov_reg(1, RAX, q))
-    b.emit(a64.mov_reg(1, RDX, hi))
+        positive = b.branch(ir.tbz, neg, 1)  # to the check of a positive quotient
+        negated = b.branch(ir.tbz, q, 63)  # |q| < 2^63: negate it
+        b.emit(ir.lsl_imm(1, t, q, 1))
+        over_neg = b.branch(ir.cbnz, 1, t)  # q > 2^63
+        b.place(negated)
+        b.emit(ir.sub_reg(1, q, ZR, q))
+        checked = b.branch(ir.b)
+        b.place(positive)
+        over_pos = b.branch(ir.tbnz, q, 63)
+        b.place(checked)
+        remainder = b.branch(ir.tbz, neg, 0)
+        b.emit(ir.sub_reg(1, hi, ZR, hi))  # the remainder has the dividend's sign
+        b.place(remainder)
+        branches += [over_neg, over_pos]
+    b.emit(ir.mov_reg(1, RAX, q))
+    b.emit(ir.mov_reg(1, RDX, hi))
     _divide_error_path(b, branches, flags)
 
 
@@ -787,9 +779,9 @@ def lower_bt(b: Builder) -> None:
             bit = offset & 7
         else:
             off = b.read_reg_sext(ins.op_register(1))
-            b.emit(a64.add_reg(1, addr, addr, off, Shift.ASR, 3))
+            b.emit(ir.add_reg(1, addr, addr, off, Shift.ASR, 3))
             bit_reg = b.temp()
-            b.emit(a64.and_imm(0, bit_reg, off, 7))
+            b.emit(ir.and_imm(0, bit_reg, off, 7))
             bit = None
         value = b.load(1, addr, 0, ins.memory_base == Register.RSP)
     else:
@@ -798,27 +790,27 @@ def lower_bt(b: Builder) -> None:
             bit_reg, bit = None, ins.immediate(1) & (bits - 1)
         else:
             bit_reg = b.temp()
-            b.emit(a64.and_imm(0, bit_reg, b.read_reg(ins.op_register(1)), bits - 1))
+            b.emit(ir.and_imm(0, bit_reg, b.read_reg(ins.op_register(1)), bits - 1))
             bit = None
     if b.need & CF:
         if bit_reg is None:
             b.insert_flag(value, bit, C_BIT)
         else:
             t = b.temp()
-            b.emit(a64.lsrv(1, t, value, bit_reg))
+            b.emit(ir.lsrv(1, t, value, bit_reg))
             b.insert_flag(t, 0, C_BIT)
     if mnemonic == M.BT:
         return
     if bit_reg is None:
         mask_value = 1 << bit
         new = b.temp()
-        op = {M.BTS: a64.orr_imm, M.BTR: a64.and_imm, M.BTC: a64.eor_imm}[mnemonic]
+        op = {M.BTS: ir.orr_imm, M.BTR: ir.and_imm, M.BTC: ir.eor_imm}[mnemonic]
         b.emit(op(1, new, value, ~mask_value & ((1 << 64) - 1) if mnemonic == M.BTR else mask_value))
     else:
         one, new = b.temp(), b.temp()
-        b.emit(a64.movz(1, one, 1))
-        b.emit(a64.lslv(1, one, one, bit_reg))
-        op = {M.BTS: a64.orr_reg, M.BTR: a64.bic_reg, M.BTC: a64.eor_reg}[mnemonic]
+        b.emit(ir.movz(1, one, 1))
+        b.emit(ir.lslv(1, one, one, bit_reg))
+        op = {M.BTS: ir.orr_reg, M.BTR: ir.bic_reg, M.BTC: ir.eor_reg}[mnemonic]
         b.emit(op(1, new, value, one))
     if memory:
         b.store(1, new, addr, 0, ins.memory_base == Register.RSP)
@@ -833,21 +825,21 @@ def lower_bitscan(b: Builder) -> None:
     src = b.read_op(1, size, zero_extend=True)
     t = b.temp()
     if ins.mnemonic == M.BSF:
-        b.emit(a64.rbit(1, t, src))
-        b.emit(a64.clz(1, t, t))
+        b.emit(ir.rbit(1, t, src))
+        b.emit(ir.clz(1, t, t))
     else:
-        b.emit(a64.clz(1, t, src))
-        b.emit(a64.sub_imm(1, t, t, 63))
-        b.emit(a64.sub_reg(1, t, ZR, t))  # 63 - clz
-    b.emit(a64.subs_imm(1, ZR, src, 0))
+        b.emit(ir.clz(1, t, src))
+        b.emit(ir.sub_imm(1, t, t, 63))
+        b.emit(ir.sub_reg(1, t, ZR, t))  # 63 - clz
+    b.emit(ir.subs_imm(1, ZR, src, 0))
     b.cf_inverted = False
     old = b.read_reg(ins.op_register(0))
     dst = b.dest_reg(ins.op_register(0))
-    b.emit(a64.csel(_sf(size), dst, old, t, Cond.EQ))
+    b.emit(ir.csel(_sf(size), dst, old, t, Cond.EQ))
     if size < 4:
         b.write_reg(ins.op_register(0), dst)
     if b.need & PF:
-        b.emit(a64.mov_reg(1, abi.PF_SRC, t))
+        b.emit(ir.mov_reg(1, abi.PF_SRC, t))
 
 
 def lower_count_zeros(b: Builder) -> None:
@@ -859,21 +851,21 @@ def lower_count_zeros(b: Builder) -> None:
     t = b.temp()
     if ins.mnemonic == M.TZCNT:
         if bits < 64:
-            b.emit(a64.orr_imm(1, t, src, 1 << bits))  # a zero source counts to the operand size
-            b.emit(a64.rbit(1, t, t))
+            b.emit(ir.orr_imm(1, t, src, 1 << bits))  # a zero source counts to the operand size
+            b.emit(ir.rbit(1, t, t))
         else:
-            b.emit(a64.rbit(1, t, src))
-        b.emit(a64.clz(1, t, t))
+            b.emit(ir.rbit(1, t, src))
+        b.emit(ir.clz(1, t, t))
     else:
-        b.emit(a64.clz(1, t, src))
+        b.emit(ir.clz(1, t, src))
         if bits < 64:
-            b.emit(a64.sub_imm(1, t, t, 64 - bits))
+            b.emit(ir.sub_imm(1, t, t, 64 - bits))
     if b.need & NZCV_FLAGS:
-        b.emit(a64.subs_imm(1, ZR, t, 0))
+        b.emit(ir.subs_imm(1, ZR, t, 0))
         b.insert_flag(t, bits.bit_length() - 1, C_BIT)  # result == size exactly when the source is 0
     b.write_reg(ins.op_register(0), t)
     if b.need & PF:
-        b.emit(a64.mov_reg(1, abi.PF_SRC, t))
+        b.emit(ir.mov_reg(1, abi.PF_SRC, t))
 
 
 def lower_popcnt(b: Builder) -> None:
@@ -881,26 +873,26 @@ def lower_popcnt(b: Builder) -> None:
     size = b.op_size(0)
     src = b.read_op(1, size, zero_extend=True)
     x, t = b.temp(), b.temp()
-    b.emit(a64.lsr_imm(1, t, src, 1))
-    b.emit(a64.and_imm(1, t, t, 0x5555555555555555))
-    b.emit(a64.sub_reg(1, x, src, t))
-    b.emit(a64.lsr_imm(1, t, x, 2))
-    b.emit(a64.and_imm(1, t, t, 0x3333333333333333))
-    b.emit(a64.and_imm(1, x, x, 0x3333333333333333))
-    b.emit(a64.add_reg(1, x, x, t))
-    b.emit(a64.add_reg(1, x, x, x, Shift.LSR, 4))
-    b.emit(a64.and_imm(1, x, x, 0x0F0F0F0F0F0F0F0F))
-    b.emit(a64.add_reg(1, x, x, x, Shift.LSR, 8))
-    b.emit(a64.add_reg(1, x, x, x, Shift.LSR, 16))
-    b.emit(a64.add_reg(1, x, x, x, Shift.LSR, 32))
-    b.emit(a64.and_imm(1, x, x, 0x7F))
+    b.emit(ir.lsr_imm(1, t, src, 1))
+    b.emit(ir.and_imm(1, t, t, 0x5555555555555555))
+    b.emit(ir.sub_reg(1, x, src, t))
+    b.emit(ir.lsr_imm(1, t, x, 2))
+    b.emit(ir.and_imm(1, t, t, 0x3333333333333333))
+    b.emit(ir.and_imm(1, x, x, 0x3333333333333333))
+    b.emit(ir.add_reg(1, x, x, t))
+    b.emit(ir.add_reg(1, x, x, x, Shift.LSR, 4))
+    b.emit(ir.and_imm(1, x, x, 0x0F0F0F0F0F0F0F0F))
+    b.emit(ir.add_reg(1, x, x, x, Shift.LSR, 8))
+    b.emit(ir.add_reg(1, x, x, x, Shift.LSR, 16))
+    b.emit(ir.add_reg(1, x, x, x, Shift.LSR, 32))
+    b.emit(ir.and_imm(1, x, x, 0x7F))
     if b.need & NZCV_FLAGS:
-        b.emit(a64.ands_reg(1, ZR, x, x))
+        b.emit(ir.ands_reg(1, ZR, x, x))
         b.cf_inverted = False
     if b.need & PF:
-        b.emit(a64.movz(1, abi.PF_SRC, 1))  # odd parity: PF = 0
+        b.emit(ir.movz(1, abi.PF_SRC, 1))  # odd parity: PF = 0
     if b.need & AF:
-        b.emit(a64.movz(1, abi.AF_SRC, 0))
+        b.emit(ir.movz(1, abi.AF_SRC, 0))
     b.write_reg(b.ins.op_register(0), x)
 
 
@@ -910,7 +902,7 @@ def lower_bswap(b: Builder) -> None:
         raise Unsupported(REASON_OPERAND, "16-bit bswap (undefined)")
     reg = b.ins.op_register(0)
     host = b.read_reg(reg)
-    b.emit(a64.rev(_sf(size), host, host))
+    b.emit(ir.rev(_sf(size), host, host))
 
 
 def lower_convert(b: Builder) -> None:
@@ -918,20 +910,20 @@ def lower_convert(b: Builder) -> None:
     mnemonic = b.ins.mnemonic
     if mnemonic == M.CBW:
         t = b.temp()
-        b.emit(a64.sbfx(0, t, RAX, 0, 8))
-        b.emit(a64.bfi(1, RAX, t, 0, 16))
+        b.emit(ir.sbfx(0, t, RAX, 0, 8))
+        b.emit(ir.bfi(1, RAX, t, 0, 16))
     elif mnemonic == M.CWDE:
-        b.emit(a64.sbfx(0, RAX, RAX, 0, 16))
+        b.emit(ir.sbfx(0, RAX, RAX, 0, 16))
     elif mnemonic == M.CDQE:
-        b.emit(a64.sbfx(1, RAX, RAX, 0, 32))
+        b.emit(ir.sbfx(1, RAX, RAX, 0, 32))
     elif mnemonic == M.CWD:
         t = b.temp()
-        b.emit(a64.sbfx(0, t, RAX, 15, 1))
-        b.emit(a64.bfi(1, RDX, t, 0, 16))
+        b.emit(ir.sbfx(0, t, RAX, 15, 1))
+        b.emit(ir.bfi(1, RDX, t, 0, 16))
     elif mnemonic == M.CDQ:
-        b.emit(a64.asr_imm(0, RDX, RAX, 31))
+        b.emit(ir.asr_imm(0, RDX, RAX, 31))
     else:
-        b.emit(a64.asr_imm(1, RDX, RAX, 63))
+        b.emit(ir.asr_imm(1, RDX, RAX, 63))
 
 
 # --- conditions ----------------------------------------------------------------------------
@@ -942,11 +934,11 @@ def lower_setcc(b: Builder) -> None:
     t = b.temp()
     if cc in (CC_P, CC_NP):
         odd = b.parity_odd()
-        b.emit(a64.and_imm(0, t, odd, 1))
+        b.emit(ir.and_imm(0, t, odd, 1))
         if cc == CC_P:
-            b.emit(a64.eor_imm(0, t, t, 1))
+            b.emit(ir.eor_imm(0, t, t, 1))
     else:
-        b.emit(a64.cset(0, t, b.condition(cc)))
+        b.emit(ir.cset(0, t, b.condition(cc)))
     b.write_op(0, 1, t)
 
 
@@ -962,16 +954,16 @@ def lower_cmovcc(b: Builder) -> None:
     if cc in (CC_P, CC_NP):
         odd = b.parity_odd()
         t = b.temp()
-        b.emit(a64.and_imm(0, t, odd, 1))
+        b.emit(ir.and_imm(0, t, odd, 1))
         # Compare without touching NZCV: choose by a select on a computed mask.
         mask = b.temp()
-        b.emit(a64.sub_reg(1, mask, ZR, t) if cc == CC_NP else a64.sub_imm(1, mask, t, 1))
+        b.emit(ir.sub_reg(1, mask, ZR, t) if cc == CC_NP else ir.sub_imm(1, mask, t, 1))
         chosen = b.temp()
-        b.emit(a64.and_reg(1, chosen, src, mask))
-        b.emit(a64.bic_reg(1, mask, old, mask))
-        b.emit(a64.orr_reg(sf, dst, chosen, mask))
+        b.emit(ir.and_reg(1, chosen, src, mask))
+        b.emit(ir.bic_reg(1, mask, old, mask))
+        b.emit(ir.orr_reg(sf, dst, chosen, mask))
     else:
-        b.emit(a64.csel(sf, dst, src, old, b.condition(cc)))
+        b.emit(ir.csel(sf, dst, src, old, b.condition(cc)))
     if size < 4:
         b.write_reg(reg, dst)
 
@@ -984,8 +976,8 @@ def lower_xchg(b: Builder) -> None:
         raise Unsupported(REASON_ATOMIC, "xchg with memory (implicitly locked)")
     r0, r1 = ins.op_register(0), ins.op_register(1)
     a, c = b.temp(), b.temp()
-    b.emit(a64.mov_reg(1, a, b.read_reg(r0)))
-    b.emit(a64.mov_reg(1, c, b.read_reg(r1)))
+    b.emit(ir.mov_reg(1, a, b.read_reg(r0)))
+    b.emit(ir.mov_reg(1, c, b.read_reg(r1)))
     b.write_reg(r0, c)
     b.write_reg(r1, a)
 
@@ -993,7 +985,7 @@ def lower_xchg(b: Builder) -> None:
 def _push(b: Builder, value: int) -> None:
     # The stack is thread-private: plain accesses suffice even in TSO mode (as FEX does),
     # and they need no alignment, unlike stlr without FEAT_LSE2.
-    b.emit(a64.str_pre(3, value, HOST_RSP, -8))
+    b.emit(ir.str_pre(3, value, HOST_RSP, -8))
 
 
 def lower_push(b: Builder) -> None:
@@ -1009,7 +1001,7 @@ def lower_push(b: Builder) -> None:
     value = b.read_op(0, 8)
     if value == HOST_RSP:
         t = b.temp()
-        b.emit(a64.mov_reg(1, t, value))  # str with writeback may not store its own base
+        b.emit(ir.mov_reg(1, t, value))  # str with writeback may not store its own base
         value = t
     _push(b, value)
 
@@ -1021,24 +1013,24 @@ def lower_pop(b: Builder) -> None:
     reg = ins.op_register(0)
     host = b.dest_reg(reg)
     if host == HOST_RSP:
-        b.emit(a64.ldr_uimm(3, HOST_RSP, HOST_RSP, 0))  # pop rsp: the loaded value wins
+        b.emit(ir.ldr_uimm(3, HOST_RSP, HOST_RSP, 0))  # pop rsp: the loaded value wins
     else:
-        b.emit(a64.ldr_post(3, host, HOST_RSP, 8))
+        b.emit(ir.ldr_post(3, host, HOST_RSP, 8))
 
 
 def lower_leave(b: Builder) -> None:
-    b.emit(a64.mov_reg(1, HOST_RSP, RBP))
-    b.emit(a64.ldr_post(3, RBP, HOST_RSP, 8))
+    b.emit(ir.mov_reg(1, HOST_RSP, RBP))
+    b.emit(ir.ldr_post(3, RBP, HOST_RSP, 8))
 
 
 def lower_carry(b: Builder) -> None:
     """stc, clc, cmc."""
     if b.ins.mnemonic == M.CMC:
-        b.emit(a64.cfinv())  # flips CF whichever way C currently encodes it
+        b.emit(ir.cfinv())  # flips CF whichever way C currently encodes it
         return
     t = b.temp()
-    b.emit(a64.movz(0, t, C_BIT if b.ins.mnemonic == M.STC else 0))
-    b.emit(a64.rmif(t, 0, C_BIT))
+    b.emit(ir.movz(0, t, C_BIT if b.ins.mnemonic == M.STC else 0))
+    b.emit(ir.rmif(t, 0, C_BIT))
     b.cf_inverted = False
 
 
@@ -1051,7 +1043,7 @@ def lower_nop(b: Builder) -> None:
 def _branch_target_to_x0(b: Builder) -> None:
     ins = b.ins
     if ins.op_kind(0) == OpKind.REGISTER:
-        b.emit(a64.mov_reg(1, abi.NEXT_RIP, b.read_reg(ins.op_register(0))))
+        b.emit(ir.mov_reg(1, abi.NEXT_RIP, b.read_reg(ins.op_register(0))))
     else:
         base, disp = b.address(ins)
         b.load(8, base, disp, ins.memory_base == Register.RSP, rd=abi.NEXT_RIP)
@@ -1083,7 +1075,7 @@ def lower_call(b: Builder) -> None:
 
 def lower_ret(b: Builder) -> None:
     ins = b.ins
-    b.emit(a64.ldr_post(3, abi.NEXT_RIP, HOST_RSP, 8))
+    b.emit(ir.ldr_post(3, abi.NEXT_RIP, HOST_RSP, 8))
     if ins.op_count == 1:
         b.add_const(HOST_RSP, HOST_RSP, ins.immediate(0))
     b.exit_to(None)
@@ -1093,27 +1085,22 @@ def lower_jcc(b: Builder) -> None:
     ins = b.ins
     cc = ins.condition_code
     b.normalise_carry()
-    taken = []  # placeholders of branches to the taken exit
+    taken = ir.Label()  # the exit to the branch target
     if cc in (CC_P, CC_NP):
         odd = b.parity_odd()
-        taken.append((b.here(), a64.tbz if cc == CC_P else a64.tbnz, (odd, 0)))
-        b.emit(0)
+        b.emit((ir.tbz if cc == CC_P else ir.tbnz)(odd, 0, taken))
     elif cc in (CC_BE, CC_A):  # with C = CF: two branches (no single AArch64 condition)
         if cc == CC_BE:
-            taken.append((b.here(), a64.b_cond, (Cond.HS,)))
-            b.emit(0)
-            taken.append((b.here(), a64.b_cond, (Cond.EQ,)))
-            b.emit(0)
+            b.emit(ir.b_cond(Cond.HS, taken))
+            b.emit(ir.b_cond(Cond.EQ, taken))
         else:
-            b.emit(a64.b_cond(Cond.HS, 8))  # CF set: not taken
-            taken.append((b.here(), a64.b_cond, (Cond.NE,)))
-            b.emit(0)
+            not_taken = b.branch(ir.b_cond, Cond.HS)  # CF set: not taken
+            b.emit(ir.b_cond(Cond.NE, taken))
+            b.place(not_taken)
     else:
-        taken.append((b.here(), a64.b_cond, (b.condition(cc),)))
-        b.emit(0)
+        b.emit(ir.b_cond(b.condition(cc), taken))
     b.exit_to(ins.next_ip)
-    for at, encoder, args in taken:
-        b.patch_branch(at, encoder, *args)
+    b.place(taken)
     b.exit_to(ins.near_branch_target)
 
 
