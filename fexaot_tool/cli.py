@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_elf)
 
     # Each area registers its own subcommands; the order here is the help order.
-    from fexaot_tool import cli_bench, cli_cache, cli_discover, cli_elf, cli_runtime, cli_validate
+    from fexaot_tool import cli_bench, cli_cache, cli_discover, cli_elf, cli_package, cli_runtime, cli_validate
 
     cli_elf.register(sub)
     cli_cache.register(sub)
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_runtime.register(sub)
     cli_bench.register(sub)
     cli_validate.register(sub)
+    cli_package.register(sub)
     return parser
 
 

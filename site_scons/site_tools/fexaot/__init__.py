@@ -9,6 +9,8 @@ What it builds, from what, how:
 - ``FexaotBundle``: ``$FEXAOT_OUT/<name>.fexcache`` from the per-object caches of a
   program and its whole dependency closure, by ``fexaot bundle``.  A library's
   cache is built once and shared by every bundle that needs it.
+- ``PACKAGE=...`` sets, ``install`` (lookup-named caches and an index in
+  ``$INSTALL_DIR``), ``deb`` and ``tarball``: see :mod:`.packaging`.
 
 Rebuild decisions are by content.  The content signature of a rootfs file is its
 identity from ``fexaot_tool.cache.key`` (xxh3-128 of the full content), set on the
@@ -38,8 +40,9 @@ if PROJECT_ROOT not in sys.path:
 
 from fexaot_tool.cache.key import FileIdCache, TranslatorConfig, config_id  # noqa: E402
 from fexaot_tool.errors import FexaotError  # noqa: E402
+from fexaot_tool.package.debian import DEFAULT_MAINTAINER, DEFAULT_SOURCE_DATE_EPOCH  # noqa: E402
 
-from . import targets  # noqa: E402
+from . import packaging, targets  # noqa: E402
 from .graph import FexaotGraph  # noqa: E402
 from .progress import BuildProgress  # noqa: E402
 
@@ -99,8 +102,22 @@ def FexaotObjectFor(env, guest_path: str):
 
 
 def FexaotTargets(env, targets_dir: str, requested: list[str]) -> list:
-    """Declare what ``requested`` names (or the default targets); return the defaults."""
-    defaults = targets.declare(env, targets_dir, requested)
+    """Declare what ``requested`` and ``$PACKAGE`` name (or the default targets); return the defaults.
+
+    ``install``, ``deb`` and ``tarball`` act on the rest: ``scons install`` installs
+    the default targets' caches, ``scons install PACKAGE=libc6`` libc6's.
+    """
+    aliases = [r for r in requested if r in packaging.ALIASES]
+    rest = [r for r in requested if r not in packaging.ALIASES]
+    has_packages = bool(env.subst("$PACKAGE").strip())
+    defaults = targets.declare(env, targets_dir, rest, use_defaults=not has_packages)
+    if has_packages or aliases:
+        package_aliases = packaging.declare(env, _graph(env), aliases)
+        if requested:
+            # Named targets replace the defaults; PACKAGE adds to what is named.
+            SCons.Script.BUILD_TARGETS.extend(package_aliases)
+        else:
+            defaults += package_aliases
     FexaotFinish(env)
     return defaults
 
@@ -126,6 +143,10 @@ def generate(env) -> None:
         FEXAOT_PYTHON=sys.executable,
         FEXAOT_COMPILE_COMSTR="${FEXAOT_PROGRESS.line('compile', SOURCE.attributes.guest_path, TARGET)}",
         FEXAOT_BUNDLE_COMSTR="${FEXAOT_PROGRESS.line('bundle', TARGET, TARGET)}",
+        PACKAGE="",
+        INSTALL_DIR="$FEXAOT_OUT/installed",
+        SOURCE_DATE_EPOCH=os.environ.get("SOURCE_DATE_EPOCH", DEFAULT_SOURCE_DATE_EPOCH),
+        DEB_MAINTAINER=DEFAULT_MAINTAINER,
     )
     if "ROOTFS" not in env:
         from fexaot_tool.elf.rootfs import default_rootfs
@@ -138,7 +159,9 @@ def generate(env) -> None:
     env["FEXAOT_CONFIG_ID"] = f"{config_id(_config(env)):016x}"
     # The subprocess must import the same fexaot_tool as this tool did.
     env["ENV"]["PYTHONPATH"] = os.pathsep.join(filter(None, [PROJECT_ROOT, env["ENV"].get("PYTHONPATH")]))
-    env.Append(BUILDERS={"FexaotObject": object_builder, "FexaotBundle": bundle_builder})
+    env.Append(BUILDERS={"FexaotObject": object_builder, "FexaotBundle": bundle_builder,
+                         "FexaotInstall": packaging.install_builder, "FexaotIndex": packaging.index_builder,
+                         "FexaotDeb": packaging.deb_builder, "FexaotTarball": packaging.tarball_builder})
     env.AddMethod(FexaotApp)
     env.AddMethod(FexaotSet)
     env.AddMethod(FexaotObjectFor)

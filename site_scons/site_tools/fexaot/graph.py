@@ -13,7 +13,7 @@ import os
 import SCons.Errors
 import SCons.Subst
 
-from fexaot_tool.cache.key import FileIdCache
+from fexaot_tool.cache.key import FileIdCache, ModuleIdentity
 from fexaot_tool.elf.closure import resolve_closure
 from fexaot_tool.elf.rootfs import Rootfs
 from fexaot_tool.errors import FexaotError
@@ -30,6 +30,7 @@ class FexaotGraph:
         self.fileids = fileids
         self.progress = progress
         self._objects: dict[str, object] = {}
+        self._identities: dict[str, ModuleIdentity] = {}
 
     def object_target(self, guest_path: str):
         """The per-object cache node for a canonical guest path (created once)."""
@@ -49,11 +50,20 @@ class FexaotGraph:
         # The content signature SCons stores and compares for this source: its
         # identity, never its mtime (see the module docstring of the tool).
         source.get_ninfo().csig = identity.content_hash.hex()
+        self._identities[guest_path] = identity
         target_path = os.path.join(self.out_dir.abspath, "objects", guest_path.lstrip("/") + ".fexcache")
         target = self.env.FexaotObject(target=self.env.fs.File(target_path), source=source)[0]
         self._objects[guest_path] = target
         self.progress.add(target)
         return target
+
+    def objects(self) -> list[tuple[str, object]]:
+        """(canonical guest path, per-object target) of every object in the graph, by path."""
+        return sorted(self._objects.items(), key=lambda item: item[0])
+
+    def identity(self, guest_path: str) -> ModuleIdentity:
+        """The identity the node of ``guest_path`` was given (its content signature)."""
+        return self._identities[guest_path]
 
     def requested_object(self, guest_path: str):
         """An object target asked for by name: the name must be the canonical path."""

@@ -71,8 +71,8 @@ def _spec(path: str, name: str, data: dict) -> TargetSpec:
     return TargetSpec(name, "set", dirs=tuple(dirs), default=default)
 
 
-def declare(env, targets_dir: str, requested: list[str]) -> list:
-    """Put the requested targets (or the defaults) into the graph; return the default nodes."""
+def declare(env, targets_dir: str, requested: list[str], use_defaults: bool = True) -> list:
+    """Put the requested targets (or, if ``use_defaults``, the defaults) into the graph; return the default nodes."""
     specs = load_specs(targets_dir)
     out_dir = env.Dir("$FEXAOT_OUT")
     top = env.Dir("#").abspath
@@ -96,6 +96,6 @@ def declare(env, targets_dir: str, requested: list[str]) -> list:
             build(spec)
         elif request in specs:
             build(specs[request])
-    if requested:
+    if requested or not use_defaults:
         return []
     return [build(spec) for spec in specs.values() if spec.default]
