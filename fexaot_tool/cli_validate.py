@@ -61,6 +61,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     case_skips = ", ".join(f"{k}: {v}" for k, v in sorted(report.cases_skipped.items()))
     print(f"cases: {report.cases_run} run ({report.states_per_block} states per block, seed {report.seed})"
           f"{f', skipped {case_skips}' if case_skips else ''}; {report.microseconds_per_case:.0f} µs per case")
+    if report.unicorn_deviations:
+        print(f"{report.unicorn_deviations} cases where unicorn x86 disagreed with the translation and the host CPU, "
+              f"running the same instructions natively, agreed with the translation (not mismatches)")
+    elif not report.native_referee:
+        print("the host CPU could not be asked (not x86-64, or ptrace not permitted): unicorn x86 is the only referee")
     print(f"{len(report.mismatches)} mismatching blocks in {report.seconds:.1f} s")
     return 0 if report.ok else 1
 

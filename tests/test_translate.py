@@ -68,12 +68,12 @@ def test_memory_order_changes_accesses() -> None:
 
 
 def test_first_instruction_untranslatable_gives_no_code() -> None:
-    block, _ = _block("movaps xmm0, [rbx]\n mov rax, rdx")
-    assert block.code == b"" and block.stop[0] == REASON_VECTOR and block.stop[1].startswith("movaps")
+    block, _ = _block("paddb mm0, [rbx]\n mov rax, rdx")  # MMX: not translated
+    assert block.code == b"" and block.stop[0] == REASON_VECTOR and block.stop[1].startswith("paddb")
 
 
 def test_later_untranslatable_instruction_keeps_the_prefix() -> None:
-    block, _ = _block("mov rax, rdx\n lock add [rbx], eax\n mov rcx, 1")
+    block, _ = _block("mov rax, rdx\n lock adc [rbx], eax\n mov rcx, 1")
     reason, detail, at = block.stop
     assert reason == REASON_ATOMIC and "lock" in detail and at == GUEST + 3
     assert block.guest_instructions == 1 and block.guest_size == 3
@@ -114,7 +114,7 @@ def test_module_translation_is_deterministic_and_relocatable() -> None:
 def test_compiled_cache_holds_code_and_inspect_shows_a_block(tmp_path) -> None:
     source = tmp_path / "t.s"
     source.write_text(".intel_syntax noprefix\n.globl _start\n.text\n_start:\n mov rax, 60\n xor edi, edi\n"
-                      " syscall\nf:\n movaps xmm0, [rsp]\n ret\n")
+                      " syscall\nf:\n paddb mm0, [rsp]\n ret\n")
     elf = tmp_path / "t"
     subprocess.run(["as", "--64", "-o", str(tmp_path / "t.o"), str(source)], check=True)
     subprocess.run(["ld", "-o", str(elf), str(tmp_path / "t.o")], check=True)

@@ -24,6 +24,12 @@ from fexaot_tool.translate.passes import PassStats, _evaluate, fold_constants, o
 
 V = ir.VREG_BASE
 
+
+def T(i: int) -> int:
+    """General-purpose virtual register i (even IR numbers)."""
+    return V + 2 * i
+
+
 EDGE = [0, 1, 2, 31, 32, 63, 64, 0x7F, 0x80, 0xFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, 0x100000000,
         0x7FFFFFFFFFFFFFFF, 0x8000000000000000, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFF80000000]
 
@@ -105,7 +111,7 @@ def _exit() -> list[ir.Op]:
 
 
 def test_dead_temporaries_and_flags_go() -> None:
-    ops = [ir.mov_imm(1, V, 5), ir.add_reg(1, V + 1, 4, V),  # v1 never read
+    ops = [ir.mov_imm(1, T(0), 5), ir.add_reg(1, T(1), 4, T(0)),  # v1 never read
            ir.adds_reg(1, ZR, 4, 5),  # flags overwritten below before anyone reads them
            ir.subs_reg(1, ZR, 6, 7), ir.add_imm(1, 4, 4, 1), *_exit()]
     stats = PassStats()
@@ -135,13 +141,13 @@ def test_known_count_resolves_the_branch_and_the_shift() -> None:
 
 def test_copies_are_propagated_until_their_source_changes() -> None:
     # xchg rax, rdx as the lowering writes it: four moves become three.
-    ops = [ir.mov_reg(1, V, 4), ir.mov_reg(1, V + 1, 6), ir.mov_reg(1, 4, V + 1), ir.mov_reg(1, 6, V), *_exit()]
+    ops = [ir.mov_reg(1, V, 4), ir.mov_reg(1, T(1), 6), ir.mov_reg(1, 4, T(1)), ir.mov_reg(1, 6, V), *_exit()]
     out = optimise(ops)
-    assert [repr(op) for op in out[:3]] == ["mov_reg 1, v0, x4", "mov_reg 1, x4, x6", "mov_reg 1, x6, v0"]
+    assert [repr(op) for op in out[:3]] == ["mov_reg 1, %x0, x4", "mov_reg 1, x4, x6", "mov_reg 1, x6, %x0"]
 
 
 def test_known_zero_is_stored_as_xzr() -> None:
-    ops = [ir.eor_reg(1, V, 4, 4), ir.mov_imm(1, V + 1, 0), ir.stlr(3, V + 1, 7), *_exit()]
+    ops = [ir.eor_reg(1, V, 4, 4), ir.mov_imm(1, T(1), 0), ir.stlr(3, T(1), 7), *_exit()]
     out = optimise(ops)
     assert [op.form for op in out] == ["stlr", "ldr_uimm", "br"] and out[0].args[1] == ZR
 
@@ -157,12 +163,12 @@ def test_values_are_forgotten_at_join_points() -> None:
 def test_allocation_reuses_registers_and_reports_pressure() -> None:
     chain = []
     for i in range(40):  # each temporary dies at the next operation: two registers suffice
-        chain.append(ir.add_imm(1, V + i + 1, V + i if i else 4, 1))
-    chain.append(ir.mov_reg(1, 4, V + 40))
+        chain.append(ir.add_imm(1, T(i + 1), T(i) if i else 4, 1))
+    chain.append(ir.mov_reg(1, 4, T(40)))
     assignment = allocate(chain + _exit())
     assert len(set(assignment.values())) == 2 and set(assignment.values()) <= set(ALLOCATABLE)
-    wide = [ir.mov_imm(1, V + i, i) for i in range(len(ALLOCATABLE) + 1)]
-    wide += [ir.add_reg(1, 4, 4, V + i) for i in range(len(ALLOCATABLE) + 1)]
+    wide = [ir.mov_imm(1, T(i), i) for i in range(len(ALLOCATABLE) + 1)]
+    wide += [ir.add_reg(1, 4, 4, T(i)) for i in range(len(ALLOCATABLE) + 1)]
     with pytest.raises(RegisterPressure):
         allocate(wide + _exit())
 

@@ -30,6 +30,7 @@ from fexaot_tool.validate.differential import (
     BlockUnderTest, DifferentialHarness, GuestState, decode_block, defined_flags, make_states, register_roles,
 )
 from fexaot_tool.validate.guest_abi import CF, OF, PF, SF, ZF, ExitReason
+from fexaot_tool.validate.native import NativeReferee
 
 TOOLS = ("as", "ld", "nm", "aarch64-linux-gnu-as", "aarch64-linux-gnu-objcopy", "aarch64-linux-gnu-nm")
 pytestmark = pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS),
@@ -321,7 +322,8 @@ def test_reproducer_reruns_to_the_same_difference(fixture, capsys):
     names = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", *(f"r{i}" for i in range(8, 16)))
     result = harness.run_case(block, GuestState(tuple(int(state[n], 16) for n in names),
                                                 int(state["rflags"].split()[0], 16),
-                                                int(state["pf_src"], 16), int(state["af_src"], 16)))
+                                                int(state["pf_src"], 16), int(state["af_src"], 16),
+                                                tuple(int(state[f"xmm{n}"], 16) for n in range(16))))
     assert {d.field for d in result.differences} == {d["field"] for d in mismatch["differences"]}
 
 
@@ -472,3 +474,85 @@ def test_real_cache_sample_from_fexaot_compile(capsys, tmp_path):
         at = info.vaddr_to_offset(image_base + int(m["guest_offset"], 16))
         guest = bytes.fromhex(m["guest_bytes"])
         assert data[at:at + len(guest)] == guest and m["aarch64_code"]
+
+
+def _sse_block(harness: DifferentialHarness, guest: bytes, address: int,
+               wrong: tuple[int, int] | None = None) -> BlockUnderTest:
+    """``guest`` translated, placed at ``address``; ``wrong`` = (word, replacement) tampers with the code."""
+    from fexaot_tool.translate import GuestCode, translate_block
+
+    block = translate_block(GuestCode(0, ((0, guest),)), 0, len(guest))
+    assert block.stop is None
+    code = bytearray(block.code)
+    for at, target in block.literals:
+        struct.pack_into("<Q", code, at, address + target)
+    if wrong is not None:
+        at = code.find(wrong[0].to_bytes(4, "little"))
+        assert at >= 0 and at % 4 == 0
+        code[at:at + 4] = wrong[1].to_bytes(4, "little")
+    harness.map_guest(address, guest)
+    code_address = harness.install_code(bytes(code))
+    return BlockUnderTest("sse", 0, address, guest, code_address, bytes(code), decode_block(guest, address),
+                          *register_roles(guest, address))
+
+
+def test_xmm_registers_are_compared():
+    """An SSE block passes; the same block with ORR for EOR is caught, naming the XMM register."""
+    from fexaot_tool.translate import a64
+
+    harness = DifferentialHarness(3)
+    guest = bytes.fromhex("660fefca")  # pxor xmm1, xmm2
+    good = _sse_block(harness, guest, 0x0000_3000_0000_0000)
+    bad = _sse_block(harness, guest, 0x0000_3000_0001_0000, (a64.eor_v(1, 1, 1, 2), a64.orr_v(1, 1, 1, 2)))
+    states = make_states(good, random.Random(1), 12)
+    assert all(not harness.run_case(good, s).differences for s in states)
+    fields = {d.field for s in states for d in harness.run_case(bad, s).differences}
+    assert fields == {"xmm1"}
+
+
+def _xmm_state(xmm0: int, xmm1: int) -> GuestState:
+    regs = [0] * 16
+    regs[4] = 0x0010_0000_8000  # rsp inside the arena
+    return GuestState(tuple(regs), 0, 1, 0, (xmm0, xmm1) + (0,) * 14)
+
+
+TWO_NANS = (0x7FF0000000000001, 0x7FFFFFFFFFFFFFFF)  # silicon: the first operand's NaN, quieted
+
+
+@pytest.mark.skipif(not NativeReferee().available, reason="the host CPU is not x86-64")
+def test_unicorn_nan_choice_is_adjudicated_by_the_host_cpu():
+    """addsd of two NaNs: unicorn returns the larger significand, silicon (and the translation) the first."""
+    guest = bytes.fromhex("f20f58c1")  # addsd xmm0, xmm1
+    state = _xmm_state(*TWO_NANS)
+    plain = DifferentialHarness(5, native_referee=False)
+    block = _sse_block(plain, guest, 0x0000_3000_0000_0000)
+    assert {d.field for d in plain.run_case(block, state).differences} == {"xmm0"}  # unicorn's x87 rule
+    harness = DifferentialHarness(5)
+    block = _sse_block(harness, guest, 0x0000_3000_0000_0000)
+    result = harness.run_case(block, state)
+    assert not result.differences and {d.field for d in result.unicorn_deviations} == {"xmm0"}
+    assert harness.native.runs == 1
+
+
+@pytest.mark.skipif(not NativeReferee().available, reason="the host CPU is not x86-64")
+def test_the_host_cpu_does_not_excuse_a_wrong_translation():
+    from fexaot_tool.translate import a64
+
+    guest = bytes.fromhex("f20f58c1")  # addsd xmm0, xmm1
+    harness = DifferentialHarness(5)
+    code = _sse_block(harness, guest, 0x0000_3000_0000_0000).code
+    # Find the fadd (vector, double lanes: 0 Q 0 01110 0 1 1 Rm 110101 Rn Rd) and make it an fsub (bit 23).
+    words = [int.from_bytes(code[i:i + 4], "little") for i in range(0, len(code) - 7, 4)]
+    fadd = next(w for w in words if w & 0xBFE0FC00 == 0x0E60D400)
+    bad = _sse_block(harness, guest, 0x0000_3000_0001_0000, (fadd, fadd | 0x00800000))
+    result = harness.run_case(bad, _xmm_state(0x3FF0000000000000, 0x4000000000000000))  # 1.0 + 2.0
+    assert {d.field for d in result.differences} == {"xmm0"} and not result.unicorn_deviations
+    assert a64  # the encoder module is the translation's
+
+
+def test_a_shift_by_cl_keeps_earlier_undefined_flags_undefined():
+    # bts leaves PF undefined; shr rax, cl with CL = 0 writes no flag, so PF stays undefined.
+    instructions = decode_block(bytes.fromhex("480fbae830" "48d3e8"), 0x1000)
+    assert not defined_flags(instructions) & PF
+    immediate = decode_block(bytes.fromhex("480fbae830" "48c1e803"), 0x1000)  # shr rax, 3 defines PF
+    assert defined_flags(immediate) & PF

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import iced_x86
@@ -37,8 +37,8 @@ X86_GPRS = [X.UC_X86_REG_RAX, X.UC_X86_REG_RCX, X.UC_X86_REG_RDX, X.UC_X86_REG_R
             X.UC_X86_REG_RBP, X.UC_X86_REG_RSI, X.UC_X86_REG_RDI] + [getattr(X, f"UC_X86_REG_R{i}") for i in
                                                                      range(8, 16)]
 A64_REGS = [getattr(A, f"UC_ARM64_REG_X{n}") for n in range(31)]
-FLAG_BITS = {"CF": 0, "PF": 2, "AF": 4, "ZF": 6, "SF": 7, "OF": 11}
-ICED_FLAG = {"OF": 1, "SF": 2, "ZF": 4, "AF": 8, "CF": 16, "PF": 32}
+FLAG_BITS = {"CF": 0, "PF": 2, "AF": 4, "ZF": 6, "SF": 7, "OF": 11, "DF": 10}  # DF: the state block's df
+ICED_FLAG = {"OF": 1, "SF": 2, "ZF": 4, "AF": 8, "CF": 16, "PF": 32, "DF": 64}
 EDGES = [0, 1, 2, (1 << 64) - 1, 0x7F, 0x80, 0xFF, 0x7FFF, 0x8000, 0xFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF,
          0x100000000, 0x7FFFFFFFFFFFFFFF, 0x8000000000000000, 0x8000000000000001, 0xFFFFFFFF80000000]
 COUNTS = [0, 1, 2, 7, 8, 15, 16, 31, 32, 33, 63, 64, 65, 0xFF]
@@ -61,11 +61,63 @@ class Outcome:
     flags: dict[str, int]
     memory: bytes
     exit_reason: int
+    xmm: list[int] = field(default_factory=list)
+
+
+# Lane values where SIMD and floating-point code goes wrong: signed zeros, infinities, quiet and
+# signalling NaNs, denormals, the largest/smallest normals, integers at lane-size edges.
+F32_EDGES = [0x00000000, 0x80000000, 0x3F800000, 0xBF800000, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00000,
+             0x7F800001, 0x00000001, 0x807FFFFF, 0x7F7FFFFF, 0x00800000, 0x4F000000, 0xCF000000, 0x5F000000]
+F64_EDGES = [0x0000000000000000, 0x8000000000000000, 0x3FF0000000000000, 0xBFF0000000000000, 0x7FF0000000000000,
+             0xFFF0000000000000, 0x7FF8000000000000, 0xFFF8000000000000, 0x7FF0000000000001, 0x0000000000000001,
+             0x800FFFFFFFFFFFFF, 0x7FEFFFFFFFFFFFFF, 0x0010000000000000, 0x43E0000000000000, 0xC3E0000000000000,
+             0x41DFFFFFFFC00000]
+
+
+def random_xmm(rnd: random.Random) -> int:
+    """A 128-bit value: random bits, float/double edge lanes, or byte patterns (zero bytes, 0x80 bytes)."""
+    kind = rnd.randrange(5)
+    if kind == 0:
+        return rnd.getrandbits(128)
+    if kind == 1:
+        return sum(rnd.choice(F32_EDGES) << (32 * i) for i in range(4))
+    if kind == 2:
+        return sum(rnd.choice(F64_EDGES) << (64 * i) for i in range(2))
+    if kind == 3:
+        return sum(rnd.choice((0, 0x80, 0xFF, 0x7F, 0x01, rnd.getrandbits(8))) << (8 * i) for i in range(16))
+    return sum(rnd.choice(EDGES) << (64 * i) for i in range(2)) & ((1 << 128) - 1)
+
+
+def _set_x86_vector_state(uc: Uc, state: dict) -> None:
+    for n, value in enumerate(state["xmm"]):
+        uc.reg_write(X.UC_X86_REG_XMM0 + n, value)
+    uc.reg_write(X.UC_X86_REG_MXCSR, 0x1F80)  # a Linux process's
+
+
+def _set_a64_vector_state(uc: Uc, state: dict) -> None:
+    for n, value in enumerate(state["xmm"]):
+        uc.reg_write(A.UC_ARM64_REG_Q0 + abi.XMM_HOST[n], value)
+    uc.reg_write(A.UC_ARM64_REG_FPCR, 0)  # round to nearest, no flush-to-zero: MXCSR 0x1F80
+
+
+def _x86_xmm(uc: Uc) -> list[int]:
+    return [uc.reg_read(X.UC_X86_REG_XMM0 + n) for n in range(16)]
+
+
+def _a64_xmm(uc: Uc) -> list[int]:
+    return [uc.reg_read(A.UC_ARM64_REG_Q0 + abi.XMM_HOST[n]) for n in range(16)]
+
+
+def _compare_xmm(state: dict, want: Outcome, got: Outcome, where: str) -> None:
+    for n in range(16):
+        assert got.xmm[n] == want.xmm[n], (
+            f"xmm{n}: got {got.xmm[n]:#034x} want {want.xmm[n]:#034x}: {where} xmm {[hex(v) for v in state['xmm']]}")
 
 
 class Differ:
-    def __init__(self, memory_order: str = "tso"):
+    def __init__(self, memory_order: str = "tso", features: tuple[str, ...] | None = None):
         self.memory_order = memory_order
+        self.features = features  # None: the translator's default
         self.arm = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
         self.arm.ctl_set_cpu_model(A.UC_CPU_ARM64_MAX)
         for base, size in ((GUEST, 0x10000), (DATA, DATA_SIZE), (HOST_CODE, 0x10000), (STATE, 0x1000),
@@ -73,17 +125,21 @@ class Differ:
             self.arm.mem_map(base, size)
 
     def check(self, code: bytes, states: int = 20, seed: int = 1, count_reg: bool = False,
-              load_base: int = 0) -> int:
+              load_base: int = 0, overrides: dict | None = None, fill=None, reference: bytes | None = None) -> int:
         """Run ``code`` (one block) from ``states`` random states on both engines; assert equal.  Returns the
         number of AArch64 instructions.
 
         The code is translated as linked at GUEST - load_base and run at GUEST, with its GUEST_ABS64
         relocations patched for that load base: the cached bytes must not depend on where the module is.
+        ``overrides`` maps a GPR number to a function of the Random giving its value; ``fill`` is a
+        function of the Random giving DATA's bytes (default: random bytes).  ``reference``: the x86 code
+        unicorn runs instead of ``code`` (the same length and effect, where unicorn gets ``code`` wrong).
         """
         instructions = list(iced_x86.Decoder(64, code, ip=GUEST))
         linked = GUEST - load_base
         guest = GuestCode(0, ((linked, code),))
-        block = translate_block(guest, linked, len(code), self.memory_order == "tso")
+        kwargs = {"features": self.features} if self.features is not None else {}
+        block = translate_block(guest, linked, len(code), self.memory_order == "tso", **kwargs)
         assert block.stop is None, f"not translated in full: {block.stop}"
         host = bytearray(block.code)
         for at, address in block.literals:
@@ -92,10 +148,16 @@ class Differ:
         self.arm.ctl_remove_cache(HOST_CODE, HOST_CODE + 0x10000)
         self.arm.mem_write(GUEST, code)
         self.code = code
+        if reference is not None:
+            assert len(reference) == len(code)
+            self.code = reference
+            instructions = list(iced_x86.Decoder(64, reference, ip=GUEST))
         rnd = random.Random(seed)
         for _ in range(states):
             state = self._random_state(rnd, count_reg)
-            memory = rnd.randbytes(DATA_SIZE)
+            for n, value in (overrides or {}).items():
+                state["gprs"][n] = value(rnd)
+            memory = rnd.randbytes(DATA_SIZE) if fill is None else fill(rnd)
             want = self._run_x86(state, memory, instructions)
             got = self._run_arm(state, memory)
             self._compare(code, state, want, got, instructions)
@@ -110,7 +172,7 @@ class Differ:
         if count_reg:
             gprs[1] = rnd.choice(COUNTS) | (rnd.getrandbits(56) << 8 if rnd.random() < 0.3 else 0)
         flags = {f: rnd.getrandbits(1) for f in FLAG_BITS}
-        return {"gprs": gprs, "flags": flags}
+        return {"gprs": gprs, "flags": flags, "xmm": [random_xmm(rnd) for _ in range(16)]}
 
     def _run_x86(self, state: dict, memory: bytes, instructions) -> Outcome:
         # A fresh engine per run: after a #DE, unicorn's x86 engine did not fault again on a later run.
@@ -120,6 +182,7 @@ class Differ:
         uc.mem_write(GUEST, self.code)
         for reg, value in zip(X86_GPRS, state["gprs"]):
             uc.reg_write(reg, value)
+        _set_x86_vector_state(uc, state)
         uc.reg_write(X.UC_X86_REG_FS_BASE, DATA)
         uc.reg_write(X.UC_X86_REG_RFLAGS, 2 | sum(v << FLAG_BITS[f] for f, v in state["flags"].items()))
         uc.mem_write(DATA, memory)
@@ -130,7 +193,10 @@ class Differ:
             last = instructions[-1]
             rip = last.next_ip if exit_reason in abi.EXIT_AFTER else last.ip
         try:
-            if count:
+            if count and not exit_reason and any(_repeats(i) for i in instructions):
+                # unicorn counts each iteration of a rep string instruction: run to the block's end.
+                uc.emu_start(GUEST, instructions[-1].next_ip)
+            elif count:
                 uc.emu_start(GUEST, GUEST + 0x10000, count=count)
         except UcError as e:
             if e.errno != UC_ERR_FETCH_UNMAPPED:  # a branch out of the mapped code is fine
@@ -141,21 +207,24 @@ class Differ:
             rip = uc.reg_read(X.UC_X86_REG_RIP)
         return Outcome([uc.reg_read(r) for r in X86_GPRS], rip,
                        {f: rflags >> b & 1 for f, b in FLAG_BITS.items()}, bytes(uc.mem_read(DATA, DATA_SIZE)),
-                       exit_reason)
+                       exit_reason, _x86_xmm(uc))
 
     def _run_arm(self, state: dict, memory: bytes) -> Outcome:
         uc = self.arm
         for n, value in enumerate(state["gprs"]):
             uc.reg_write(A64_REGS[abi.GPR_HOST[n]], value)
+        _set_a64_vector_state(uc, state)
         f = state["flags"]
         uc.reg_write(A.UC_ARM64_REG_NZCV, f["SF"] << 31 | f["ZF"] << 30 | f["CF"] << 29 | f["OF"] << 28)
         uc.reg_write(A64_REGS[abi.PF_SRC], 0 if f["PF"] else 1)
         uc.reg_write(A64_REGS[abi.AF_SRC], f["AF"] << 4)
         uc.reg_write(A64_REGS[abi.STATE], STATE)
         block = bytearray(0x100)
+        block[abi.DF_OFFSET] = f["DF"]
         block[abi.FS_BASE_OFFSET:abi.FS_BASE_OFFSET + 8] = DATA.to_bytes(8, "little")
         block[abi.DISPATCH_OFFSET:abi.DISPATCH_OFFSET + 8] = STOP.to_bytes(8, "little")
         block[abi.EXIT_TO_RUNTIME_OFFSET:abi.EXIT_TO_RUNTIME_OFFSET + 8] = STOP.to_bytes(8, "little")
+        block[abi.MXCSR_OFFSET:abi.MXCSR_OFFSET + 4] = (0x1F80).to_bytes(4, "little")  # the guest MXCSR
         uc.mem_write(STATE, bytes(block))
         uc.mem_write(DATA, memory)
         uc.emu_start(HOST_CODE, STOP, count=100_000)
@@ -163,10 +232,11 @@ class Differ:
         nzcv = uc.reg_read(A.UC_ARM64_REG_NZCV)
         pf_src = uc.reg_read(A64_REGS[abi.PF_SRC]) & 0xFF
         flags = {"SF": nzcv >> 31 & 1, "ZF": nzcv >> 30 & 1, "CF": nzcv >> 29 & 1, "OF": nzcv >> 28 & 1,
-                 "PF": 1 - bin(pf_src).count("1") % 2, "AF": uc.reg_read(A64_REGS[abi.AF_SRC]) >> 4 & 1}
+                 "PF": 1 - bin(pf_src).count("1") % 2, "AF": uc.reg_read(A64_REGS[abi.AF_SRC]) >> 4 & 1,
+                 "DF": uc.mem_read(STATE + abi.DF_OFFSET, 8)[0]}
         exit_reason = int.from_bytes(uc.mem_read(STATE + abi.EXIT_REASON_OFFSET, 4), "little")
         return Outcome([uc.reg_read(A64_REGS[h]) for h in abi.GPR_HOST], uc.reg_read(A64_REGS[0]), flags,
-                       bytes(uc.mem_read(DATA, DATA_SIZE)), exit_reason)
+                       bytes(uc.mem_read(DATA, DATA_SIZE)), exit_reason, _a64_xmm(uc))
 
     def _compare(self, code: bytes, state: dict, want: Outcome, got: Outcome, instructions) -> None:
         where = f"{' ; '.join(str(i) for i in instructions)} from {[hex(v) for v in state['gprs']]} {state['flags']}"
@@ -176,6 +246,7 @@ class Differ:
         for n in range(16):
             assert got.gprs[n] == want.gprs[n], (
                 f"{X86_NAMES[n]}: got {got.gprs[n]:#x} want {want.gprs[n]:#x}: {where}")
+        _compare_xmm(state, want, got, where)
         assert got.rip == want.rip, f"rip got {got.rip:#x} want {want.rip:#x}: {where}"
         defined = _defined_flags(instructions, want.rip)
         for f, v in want.flags.items():
@@ -189,10 +260,16 @@ class Differ:
 X86_NAMES = "rax rcx rdx rbx rsp rbp rsi rdi r8 r9 r10 r11 r12 r13 r14 r15".split()
 
 
+def _repeats(ins: iced_x86.Instruction) -> bool:
+    return ins.is_string_instruction and (ins.has_rep_prefix or ins.has_repne_prefix)
+
+
 def _defined_flags(instructions, end_rip: int) -> int:
     """Flags whose last writer defines them (or that nothing wrote)."""
-    defined = 0x3F
+    defined = 0x7F
     for ins in instructions:
+        if _repeats(ins):
+            continue  # with RCX = 0 it writes nothing: a flag is defined after it if it was before
         modified = ins.rflags_modified
         defined = (defined & ~modified) | (modified & ~ins.rflags_undefined)
     return defined
@@ -261,6 +338,8 @@ class ModuleDiffer:
         compared = 0
         for _ in range(states):
             state = self._state(rnd)
+            if any(_repeats(i) for i in instructions):
+                state["gprs"][1] = rnd.choice((0, 1, 3, rnd.randrange(64)))  # a rep count, not 2^64
             want = self._x86(state, instructions, expect_reason, block)
             if want is None:
                 continue
@@ -280,7 +359,8 @@ class ModuleDiffer:
             gprs.append(base + rnd.randrange(0, 0x10000, 8) if r < 0.45 else rnd.choice(EDGES) if r < 0.75
                         else rnd.getrandbits(64) if r < 0.85 else rnd.randrange(256))
         gprs[4] = base + 0x20000 + 8 * rnd.randrange(64)
-        return {"gprs": gprs, "flags": {f: rnd.getrandbits(1) for f in FLAG_BITS}}
+        return {"gprs": gprs, "flags": {f: rnd.getrandbits(1) for f in FLAG_BITS},
+                "xmm": [random_xmm(rnd) for _ in range(16)]}
 
     def _x86(self, state, instructions, expect_reason, block):
         uc, pages = self._engine(UC_ARCH_X86, UC_MODE_64)
@@ -292,12 +372,16 @@ class ModuleDiffer:
             uc.mem_write(page, pages[page])
         for reg, value in zip(X86_GPRS, state["gprs"]):
             uc.reg_write(reg, value)
+        _set_x86_vector_state(uc, state)
         uc.reg_write(X.UC_X86_REG_FS_BASE, 0x10008000)
         uc.reg_write(X.UC_X86_REG_RFLAGS, 2 | sum(v << FLAG_BITS[f] for f, v in state["flags"].items()))
         count = len(instructions) - (1 if expect_reason and expect_reason != abi.ExitReason.UNTRANSLATABLE else 0)
         reason = expect_reason
         try:
-            uc.emu_start(instructions[0].ip, 1 << 62, count=count)
+            if any(_repeats(i) for i in instructions) and instructions[-1].flow_control == iced_x86.FlowControl.NEXT:
+                uc.emu_start(instructions[0].ip, end)  # unicorn counts rep iterations as instructions
+            else:
+                uc.emu_start(instructions[0].ip, 1 << 62, count=count)
         except UcError as e:
             if e.errno == UC_ERR_EXCEPTION and instructions[-1].mnemonic in (iced_x86.Mnemonic.DIV,
                                                                            iced_x86.Mnemonic.IDIV):
@@ -314,7 +398,7 @@ class ModuleDiffer:
         rflags = uc.reg_read(X.UC_X86_REG_RFLAGS)
         memory = {p: bytes(uc.mem_read(p, 0x1000)) for p in pages}
         return Outcome([uc.reg_read(r) for r in X86_GPRS], rip, {f: rflags >> b & 1 for f, b in FLAG_BITS.items()},
-                       memory, reason)
+                       memory, reason, _x86_xmm(uc))
 
     def _arm(self, state, host: bytes):
         uc, pages = self._engine(UC_ARCH_ARM64, UC_MODE_ARM)
@@ -325,15 +409,18 @@ class ModuleDiffer:
         uc.mem_write(code, host)
         for n, value in enumerate(state["gprs"]):
             uc.reg_write(A64_REGS[abi.GPR_HOST[n]], value)
+        _set_a64_vector_state(uc, state)
         f = state["flags"]
         uc.reg_write(A.UC_ARM64_REG_NZCV, f["SF"] << 31 | f["ZF"] << 30 | f["CF"] << 29 | f["OF"] << 28)
         uc.reg_write(A64_REGS[abi.PF_SRC], 0 if f["PF"] else 1)
         uc.reg_write(A64_REGS[abi.AF_SRC], f["AF"] << 4)
         uc.reg_write(A64_REGS[abi.STATE], st)
         blk = bytearray(0x100)
+        blk[abi.DF_OFFSET] = f["DF"]
         blk[abi.FS_BASE_OFFSET:abi.FS_BASE_OFFSET + 8] = (0x10008000).to_bytes(8, "little")
         blk[abi.DISPATCH_OFFSET:abi.DISPATCH_OFFSET + 8] = stop.to_bytes(8, "little")
         blk[abi.EXIT_TO_RUNTIME_OFFSET:abi.EXIT_TO_RUNTIME_OFFSET + 8] = stop.to_bytes(8, "little")
+        blk[abi.MXCSR_OFFSET:abi.MXCSR_OFFSET + 4] = (0x1F80).to_bytes(4, "little")  # the guest MXCSR
         uc.mem_write(st, bytes(blk))
         try:
             uc.emu_start(code, stop, count=1_000_000)
@@ -343,11 +430,12 @@ class ModuleDiffer:
         nzcv = uc.reg_read(A.UC_ARM64_REG_NZCV)
         pf_src = uc.reg_read(A64_REGS[abi.PF_SRC]) & 0xFF
         flags = {"SF": nzcv >> 31 & 1, "ZF": nzcv >> 30 & 1, "CF": nzcv >> 29 & 1, "OF": nzcv >> 28 & 1,
-                 "PF": 1 - bin(pf_src).count("1") % 2, "AF": uc.reg_read(A64_REGS[abi.AF_SRC]) >> 4 & 1}
+                 "PF": 1 - bin(pf_src).count("1") % 2, "AF": uc.reg_read(A64_REGS[abi.AF_SRC]) >> 4 & 1,
+                 "DF": uc.mem_read(st + abi.DF_OFFSET, 8)[0]}
         reason = int.from_bytes(uc.mem_read(st + abi.EXIT_REASON_OFFSET, 4), "little")
         memory = {p: bytes(uc.mem_read(p, 0x1000)) for p in pages}
         return Outcome([uc.reg_read(A64_REGS[h]) for h in abi.GPR_HOST], uc.reg_read(A64_REGS[0]), flags, memory,
-                       reason)
+                       reason, _a64_xmm(uc))
 
     def _compare(self, instructions, state, want: Outcome, got: Outcome) -> None:
         where = f"{' ; '.join(str(i) for i in instructions)} @ {instructions[0].ip:#x} from " \
@@ -357,6 +445,7 @@ class ModuleDiffer:
             instructions = instructions[:-1]  # the exit happens before the instruction's effects
         for n in range(16):
             assert got.gprs[n] == want.gprs[n], f"{X86_NAMES[n]}: got {got.gprs[n]:#x} want {want.gprs[n]:#x}: {where}"
+        _compare_xmm(state, want, got, where)
         assert got.rip == want.rip, f"rip got {got.rip:#x} want {want.rip:#x}: {where}"
         defined = _defined_flags(instructions, want.rip)
         for f, v in want.flags.items():

@@ -540,3 +540,549 @@ def cset(sf: int, rd: int, cond: Cond) -> int:
 
 def csetm(sf: int, rd: int, cond: Cond) -> int:
     return csinv(sf, rd, ZR, ZR, cond.invert())
+
+
+# --- SIMD&FP --------------------------------------------------------------------------
+# Vector registers are numbered 0-31 (v0-v31).  ``size`` of a scalar access is log2 of
+# its bytes (0 B, 1 H, 2 S, 3 D, 4 Q); ``q`` selects the 128-bit (1) or 64-bit (0) vector.
+
+def _ldst_fp(opc_load: bool, size: int, rt: int, rn: int) -> tuple[int, int]:
+    """(size field, opc field) of a SIMD&FP load/store of 2**size bytes."""
+    if size == 4:
+        return 0, 3 if opc_load else 2
+    return size, 1 if opc_load else 0
+
+
+def ldr_fp_uimm(size: int, rt: int, rn: int, offset: int = 0) -> int:
+    """LDR Bt/Ht/St/Dt/Qt, [Xn, #offset] (unsigned offset, a multiple of the size)."""
+    sz, opc = _ldst_fp(True, size, rt, rn)
+    return 0x3D000000 | sz << 30 | opc << 22 | _check(offset >> size, 12, "offset") << 10 | rn << 5 | rt
+
+
+def str_fp_uimm(size: int, rt: int, rn: int, offset: int = 0) -> int:
+    sz, opc = _ldst_fp(False, size, rt, rn)
+    return 0x3D000000 | sz << 30 | opc << 22 | _check(offset >> size, 12, "offset") << 10 | rn << 5 | rt
+
+
+def ldur_fp(size: int, rt: int, rn: int, offset: int) -> int:
+    """LDUR Bt/Ht/St/Dt/Qt, [Xn, #simm9]."""
+    sz, opc = _ldst_fp(True, size, rt, rn)
+    return 0x3C000000 | sz << 30 | opc << 22 | (offset & 0x1FF) << 12 | rn << 5 | rt
+
+
+def stur_fp(size: int, rt: int, rn: int, offset: int) -> int:
+    sz, opc = _ldst_fp(False, size, rt, rn)
+    return 0x3C000000 | sz << 30 | opc << 22 | (offset & 0x1FF) << 12 | rn << 5 | rt
+
+
+def _logical_v(base: int, q: int, rd: int, rn: int, rm: int) -> int:
+    return base | q << 30 | rm << 16 | rn << 5 | rd
+
+
+def and_v(q: int, rd: int, rn: int, rm: int) -> int:
+    return _logical_v(0x0E201C00, q, rd, rn, rm)
+
+
+def bic_v(q: int, rd: int, rn: int, rm: int) -> int:
+    """Vd = Vn AND NOT Vm."""
+    return _logical_v(0x0E601C00, q, rd, rn, rm)
+
+
+def orr_v(q: int, rd: int, rn: int, rm: int) -> int:
+    return _logical_v(0x0EA01C00, q, rd, rn, rm)
+
+
+def orn_v(q: int, rd: int, rn: int, rm: int) -> int:
+    return _logical_v(0x0EE01C00, q, rd, rn, rm)
+
+
+def eor_v(q: int, rd: int, rn: int, rm: int) -> int:
+    return _logical_v(0x2E201C00, q, rd, rn, rm)
+
+
+def mov_v(q: int, rd: int, rn: int) -> int:
+    """MOV Vd.16B/8B, Vn (ORR Vd, Vn, Vn); the 8B form zeroes bits 64-127."""
+    return orr_v(q, rd, rn, rn)
+
+
+def movi_zero(rd: int) -> int:
+    """MOVI Vd.2D, #0."""
+    return 0x6F00E400 | rd
+
+
+def fmov_to_gpr(sf: int, rd: int, rn: int) -> int:
+    """FMOV Wd, Sn (sf 0) / FMOV Xd, Dn (sf 1)."""
+    return (0x9E660000 if sf else 0x1E260000) | rn << 5 | rd
+
+
+def fmov_from_gpr(sf: int, rd: int, rn: int) -> int:
+    """FMOV Sd, Wn (sf 0) / FMOV Dd, Xn (sf 1): the rest of Vd is zeroed."""
+    return (0x9E670000 if sf else 0x1E270000) | rn << 5 | rd
+
+
+def _imm5(size: int, index: int) -> int:
+    return _check(index << (size + 1) | 1 << size, 5, "lane")
+
+
+def ins_gpr(size: int, rd: int, index: int, rn: int) -> int:
+    """INS Vd.<B,H,S,D>[index], Wn/Xn (MOV): the other lanes are kept."""
+    return 0x4E001C00 | _imm5(size, index) << 16 | rn << 5 | rd
+
+
+def umov(size: int, rd: int, rn: int, index: int) -> int:
+    """UMOV Wd/Xd, Vn.<B,H,S,D>[index] (zero-extends into Wd/Xd)."""
+    return 0x0E003C00 | (1 << 30 if size == 3 else 0) | _imm5(size, index) << 16 | rn << 5 | rd
+
+
+def ins_elem(size: int, rd: int, dst_index: int, rn: int, src_index: int) -> int:
+    """INS Vd.<T>[dst_index], Vn.<T>[src_index] (MOV element)."""
+    return 0x6E000400 | _imm5(size, dst_index) << 16 | _check(src_index << size, 4, "lane") << 11 | rn << 5 | rd
+
+
+DMB_ISH, DMB_ISHLD = 0b1011, 0b1001
+
+
+def dmb(option: int) -> int:
+    return 0xD50330BF | option << 8
+
+
+# --- Atomics: LSE read-modify-write, compare-and-swap, exclusive pairs, barriers ------
+# ``size`` is log2 of the access in bytes, as for loads and stores.  The LSE forms
+# (FEAT_LSE) here are the acquire+release ("al") variants the translator uses for
+# x86 locked instructions; the exclusive forms are the fallback without LSE.
+
+def _lse_rmw(o3: int, opc: int, size: int, rs: int, rt: int, rn: int) -> int:
+    """LDADD/LDCLR/LDEOR/LDSET/SWP with A=1, R=1: Rt := [Rn]; [Rn] := op([Rn], Rs)."""
+    return size << 30 | 0x38E00000 | rs << 16 | o3 << 15 | opc << 12 | rn << 5 | rt
+
+
+def ldaddal(size: int, rs: int, rt: int, rn: int) -> int:
+    return _lse_rmw(0, 0b000, size, rs, rt, rn)
+
+
+def ldclral(size: int, rs: int, rt: int, rn: int) -> int:
+    """[Rn] &= ~Rs."""
+    return _lse_rmw(0, 0b001, size, rs, rt, rn)
+
+
+def ldeoral(size: int, rs: int, rt: int, rn: int) -> int:
+    return _lse_rmw(0, 0b010, size, rs, rt, rn)
+
+
+def ldsetal(size: int, rs: int, rt: int, rn: int) -> int:
+    """[Rn] |= Rs."""
+    return _lse_rmw(0, 0b011, size, rs, rt, rn)
+
+
+def swpal(size: int, rs: int, rt: int, rn: int) -> int:
+    return _lse_rmw(1, 0b000, size, rs, rt, rn)
+
+
+def casal(size: int, rs: int, rt: int, rn: int) -> int:
+    """If [Rn] == Rs (its low 8 << size bits): [Rn] := Rt.  Rs := the old [Rn], zero-extended."""
+    return size << 30 | 0x08E0FC00 | rs << 16 | rn << 5 | rt
+
+
+def ldaxr(size: int, rt: int, rn: int) -> int:
+    return size << 30 | 0x085FFC00 | rn << 5 | rt
+
+
+def stlxr(size: int, rs: int, rt: int, rn: int) -> int:
+    """Store-release exclusive; Rs := 0 on success, 1 on failure."""
+    return size << 30 | 0x0800FC00 | rs << 16 | rn << 5 | rt
+
+
+def ldaxp(rt: int, rt2: int, rn: int) -> int:
+    """64-bit pair: Rt := [Rn], Rt2 := [Rn + 8], one exclusive access."""
+    return 0xC87F8000 | rt2 << 10 | rn << 5 | rt
+
+
+def stlxp(rs: int, rt: int, rt2: int, rn: int) -> int:
+    return 0xC8208000 | rs << 16 | rt2 << 10 | rn << 5 | rt
+
+
+# --- SIMD integer ---------------------------------------------------------------------
+# ``size`` is log2 of the element's bytes (0 B, 1 H, 2 S, 3 D) and ``q`` selects the 128-bit (1) or
+# 64-bit (0) vector, as in the Arm ARM's "<T>" arrangements (8B/16B, 4H/8H, 2S/4S, 1D/2D).
+
+def _three_same(u: int, opcode: int, size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    """Advanced SIMD three same: 0 Q U 01110 size 1 Rm opcode 1 Rn Rd."""
+    return 0x0E200400 | q << 30 | u << 29 | _check(size, 2, "size") << 22 | rm << 16 | opcode << 11 | rn << 5 | rd
+
+
+def add_v(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    return _three_same(0, 0b10000, size, q, rd, rn, rm)
+
+
+def sub_v(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    return _three_same(1, 0b10000, size, q, rd, rn, rm)
+
+
+def uqadd(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    return _three_same(1, 0b00001, size, q, rd, rn, rm)
+
+
+def sqadd(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    return _three_same(0, 0b00001, size, q, rd, rn, rm)
+
+
+def uqsub(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    return _three_same(1, 0b00101, size, q, rd, rn, rm)
+
+
+def sqsub(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    return _three_same(0, 0b00101, size, q, rd, rn, rm)
+
+
+def cmeq_v(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    """Each element: all ones if Vn == Vm, else zero."""
+    return _three_same(1, 0b10001, size, q, rd, rn, rm)
+
+
+def cmgt_v(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    """Each element: all ones if Vn > Vm (signed), else zero."""
+    return _three_same(0, 0b00110, size, q, rd, rn, rm)
+
+
+def umax_v(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    return _three_same(1, 0b01100, size, q, rd, rn, rm)
+
+
+def umin_v(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    return _three_same(1, 0b01101, size, q, rd, rn, rm)
+
+
+def smax_v(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    return _three_same(0, 0b01100, size, q, rd, rn, rm)
+
+
+def smin_v(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    return _three_same(0, 0b01101, size, q, rd, rn, rm)
+
+
+def urhadd(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    """Unsigned rounding halving add: (Vn + Vm + 1) >> 1 without overflow."""
+    return _three_same(1, 0b00010, size, q, rd, rn, rm)
+
+
+def uabd(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    """Unsigned absolute difference."""
+    return _three_same(1, 0b01110, size, q, rd, rn, rm)
+
+
+def mul_v(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    return _three_same(0, 0b10011, size, q, rd, rn, rm)
+
+
+def addp_v(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    """Pairwise add of the concatenation Vm:Vn (Vn's pairs go to the low half)."""
+    return _three_same(0, 0b10111, size, q, rd, rn, rm)
+
+
+def sshl_v(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    """Shift each element by the signed low byte of Vm's element (negative: arithmetic right)."""
+    return _three_same(0, 0b01000, size, q, rd, rn, rm)
+
+
+def ushl_v(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    """Shift each element by the signed low byte of Vm's element (negative: logical right)."""
+    return _three_same(1, 0b01000, size, q, rd, rn, rm)
+
+
+def _three_different(u: int, opcode: int, size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    """Advanced SIMD three different: 0 Q U 01110 size 1 Rm opcode 00 Rn Rd (q 1: the "2" form, upper halves)."""
+    return 0x0E200000 | q << 30 | u << 29 | _check(size, 2, "size") << 22 | rm << 16 | opcode << 12 | rn << 5 | rd
+
+
+def smull_v(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    """SMULL/SMULL2: widening signed multiply of the low (q 0) or high (q 1) elements of size ``size``."""
+    return _three_different(0, 0b1100, size, q, rd, rn, rm)
+
+
+def umull_v(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    return _three_different(1, 0b1100, size, q, rd, rn, rm)
+
+
+def _two_misc(u: int, opcode: int, size: int, q: int, rd: int, rn: int) -> int:
+    """Advanced SIMD two-register miscellaneous: 0 Q U 01110 size 10000 opcode 10 Rn Rd."""
+    return 0x0E200800 | q << 30 | u << 29 | _check(size, 2, "size") << 22 | opcode << 12 | rn << 5 | rd
+
+
+def neg_v(size: int, q: int, rd: int, rn: int) -> int:
+    return _two_misc(1, 0b01011, size, q, rd, rn)
+
+
+def uaddlp(size: int, q: int, rd: int, rn: int) -> int:
+    """Add adjacent pairs of unsigned elements of size ``size`` into elements twice as wide."""
+    return _two_misc(1, 0b00010, size, q, rd, rn)
+
+
+# Narrowing forms: ``size`` is the narrow (destination) element's.  The plain form writes the low
+# 64 bits and zeroes the rest; the "2" form writes the high 64 bits and keeps the low ones.
+
+def xtn(size: int, rd: int, rn: int) -> int:
+    return _two_misc(0, 0b10010, size, 0, rd, rn)
+
+
+def sqxtn(size: int, rd: int, rn: int) -> int:
+    """Signed saturating narrow to the low half."""
+    return _two_misc(0, 0b10100, size, 0, rd, rn)
+
+
+def sqxtn2(size: int, rd: int, rn: int) -> int:
+    return _two_misc(0, 0b10100, size, 1, rd, rn)
+
+
+def sqxtun(size: int, rd: int, rn: int) -> int:
+    """Signed in, unsigned saturating narrow to the low half."""
+    return _two_misc(1, 0b10010, size, 0, rd, rn)
+
+
+def sqxtun2(size: int, rd: int, rn: int) -> int:
+    return _two_misc(1, 0b10010, size, 1, rd, rn)
+
+
+def uqxtn(size: int, rd: int, rn: int) -> int:
+    """Unsigned saturating narrow to the low half."""
+    return _two_misc(1, 0b10100, size, 0, rd, rn)
+
+
+def _shift_imm(u: int, opcode: int, immhb: int, q: int, rd: int, rn: int) -> int:
+    """Advanced SIMD shift by immediate: 0 Q U 011110 immh:immb opcode 1 Rn Rd."""
+    return 0x0F000400 | q << 30 | u << 29 | _check(immhb, 7, "immh:immb") << 16 | opcode << 11 | rn << 5 | rd
+
+
+def _right_shift(size: int, shift: int) -> int:
+    esize = 8 << size
+    if not 1 <= shift <= esize:
+        raise ValueError(f"right shift {shift} out of range for {esize}-bit elements")
+    return 2 * esize - shift
+
+
+def shl_v(size: int, q: int, rd: int, rn: int, shift: int) -> int:
+    esize = 8 << size
+    if not 0 <= shift < esize:
+        raise ValueError(f"left shift {shift} out of range for {esize}-bit elements")
+    return _shift_imm(0, 0b01010, esize + shift, q, rd, rn)
+
+
+def ushr_v(size: int, q: int, rd: int, rn: int, shift: int) -> int:
+    return _shift_imm(1, 0b00000, _right_shift(size, shift), q, rd, rn)
+
+
+def sshr_v(size: int, q: int, rd: int, rn: int, shift: int) -> int:
+    return _shift_imm(0, 0b00000, _right_shift(size, shift), q, rd, rn)
+
+
+def usra(size: int, q: int, rd: int, rn: int, shift: int) -> int:
+    """Vd += Vn >> shift (unsigned), per element."""
+    return _shift_imm(1, 0b00010, _right_shift(size, shift), q, rd, rn)
+
+
+def _permute(opcode: int, size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    """Advanced SIMD permute: 0 Q 001110 size 0 Rm 0 opcode 10 Rn Rd."""
+    return 0x0E000800 | q << 30 | _check(size, 2, "size") << 22 | rm << 16 | opcode << 12 | rn << 5 | rd
+
+
+def uzp1(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    return _permute(0b001, size, q, rd, rn, rm)
+
+
+def uzp2(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    return _permute(0b101, size, q, rd, rn, rm)
+
+
+def zip1(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    """Interleave the low halves: Vn[0], Vm[0], Vn[1], Vm[1], ..."""
+    return _permute(0b011, size, q, rd, rn, rm)
+
+
+def zip2(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    """Interleave the high halves."""
+    return _permute(0b111, size, q, rd, rn, rm)
+
+
+def ext_v(q: int, rd: int, rn: int, rm: int, index: int) -> int:
+    """Bytes index.. of the concatenation Vm:Vn (Vn low)."""
+    return 0x2E000000 | q << 30 | rm << 16 | _check(index, 4, "index") << 11 | rn << 5 | rd
+
+
+def dup_elem(size: int, q: int, rd: int, rn: int, index: int) -> int:
+    """DUP Vd.<T>, Vn.<Ts>[index]: every element := one element of Vn."""
+    return 0x0E000400 | q << 30 | _imm5(size, index) << 16 | rn << 5 | rd
+
+
+def movi_v(size: int, q: int, rd: int, imm8: int) -> int:
+    """MOVI Vd.<T>, #imm8: every 8-, 16- or 32-bit element := imm8 (zero-extended)."""
+    cmode = {0: 0b1110, 1: 0b1000, 2: 0b0000}[size]
+    imm8 = _check(imm8, 8, "imm8")
+    return 0x0F000400 | q << 30 | (imm8 >> 5) << 16 | cmode << 12 | (imm8 & 31) << 5 | rd
+
+
+# --- SIMD floating point --------------------------------------------------------------
+# ``size`` is log2 of the element's bytes, 2 (single) or 3 (double), as in the SIMD integer section;
+# vector forms take ``q`` (1: 4S/2D, 0: 2S).  Scalar forms name their FP type by the same ``size``
+# and read lane 0 of their vector registers; scalar results zero the rest of the register.
+
+def _ftype(size: int) -> int:
+    if size not in (2, 3):
+        raise ValueError(f"floating-point element size {size} is not 2 (single) or 3 (double)")
+    return size - 2
+
+
+def _three_same_fp(u: int, a: int, opcode: int, size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    """Advanced SIMD three same (FP): 0 Q U 01110 a sz 1 Rm opcode 1 Rn Rd."""
+    return 0x0E200400 | q << 30 | u << 29 | a << 23 | _ftype(size) << 22 | rm << 16 | opcode << 11 | rn << 5 | rd
+
+
+def fadd_v(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    return _three_same_fp(0, 0, 0b11010, size, q, rd, rn, rm)
+
+
+def fsub_v(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    return _three_same_fp(0, 1, 0b11010, size, q, rd, rn, rm)
+
+
+def fmul_v(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    return _three_same_fp(1, 0, 0b11011, size, q, rd, rn, rm)
+
+
+def fdiv_v(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    return _three_same_fp(1, 0, 0b11111, size, q, rd, rn, rm)
+
+
+def fmax_v(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    """The larger element; a NaN operand gives a NaN (not FMAXNM)."""
+    return _three_same_fp(0, 0, 0b11110, size, q, rd, rn, rm)
+
+
+def fcmeq_v(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    """Each element: all ones if Vn == Vm (false when either is a NaN), else zero."""
+    return _three_same_fp(0, 0, 0b11100, size, q, rd, rn, rm)
+
+
+def fcmge_v(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    return _three_same_fp(1, 0, 0b11100, size, q, rd, rn, rm)
+
+
+def fcmgt_v(size: int, q: int, rd: int, rn: int, rm: int) -> int:
+    return _three_same_fp(1, 1, 0b11100, size, q, rd, rn, rm)
+
+
+def _two_misc_fp(u: int, a: int, opcode: int, size: int, q: int, rd: int, rn: int) -> int:
+    """Advanced SIMD two-register miscellaneous (FP): 0 Q U 01110 a sz 10000 opcode 10 Rn Rd."""
+    return 0x0E200800 | q << 30 | u << 29 | a << 23 | _ftype(size) << 22 | opcode << 12 | rn << 5 | rd
+
+
+def fsqrt_v(size: int, q: int, rd: int, rn: int) -> int:
+    return _two_misc_fp(1, 1, 0b11111, size, q, rd, rn)
+
+
+def fneg_v(size: int, q: int, rd: int, rn: int) -> int:
+    """Flip each element's sign bit (NaNs included, not quieted)."""
+    return _two_misc_fp(1, 1, 0b01111, size, q, rd, rn)
+
+
+def frinti_v(size: int, q: int, rd: int, rn: int) -> int:
+    """Round each element to an integral value in the FPCR rounding mode."""
+    return _two_misc_fp(1, 1, 0b11001, size, q, rd, rn)
+
+
+def scvtf_v(size: int, q: int, rd: int, rn: int) -> int:
+    """Signed integer elements to floating point, rounded per FPCR."""
+    return _two_misc_fp(0, 0, 0b11101, size, q, rd, rn)
+
+
+def fcvtzs_v(size: int, q: int, rd: int, rn: int) -> int:
+    """Floating point to signed integer elements, toward zero, saturating (a NaN gives 0)."""
+    return _two_misc_fp(0, 1, 0b11011, size, q, rd, rn)
+
+
+def fcvtl(rd: int, rn: int) -> int:
+    """FCVTL Vd.2D, Vn.2S: the two low singles widened to doubles."""
+    return _two_misc_fp(0, 0, 0b10111, 3, 0, rd, rn)
+
+
+def fcvtn(rd: int, rn: int) -> int:
+    """FCVTN Vd.2S, Vn.2D: two doubles narrowed (per FPCR) to the low 64 bits; the high 64 are zeroed."""
+    return _two_misc_fp(0, 0, 0b10110, 3, 0, rd, rn)
+
+
+def not_v(q: int, rd: int, rn: int) -> int:
+    """NOT (MVN) Vd.16B/8B, Vn."""
+    return 0x2E205800 | q << 30 | rn << 5 | rd
+
+
+def sxtl(size: int, rd: int, rn: int) -> int:
+    """SXTL (SSHLL #0): the low elements of size ``size`` sign-extended to twice their width."""
+    return 0x0F00A400 | (8 << size) << 16 | rn << 5 | rd
+
+
+def bsl_v(q: int, rd: int, rn: int, rm: int) -> int:
+    """Vd := Vn where Vd's bits are set, Vm where they are clear."""
+    return _logical_v(0x2E601C00, q, rd, rn, rm)
+
+
+def bit_v(q: int, rd: int, rn: int, rm: int) -> int:
+    """Vd := Vn where Vm's bits are set (insert if true), Vd elsewhere."""
+    return _logical_v(0x2EA01C00, q, rd, rn, rm)
+
+
+def bif_v(q: int, rd: int, rn: int, rm: int) -> int:
+    """Vd := Vn where Vm's bits are clear (insert if false), Vd elsewhere."""
+    return _logical_v(0x2EE01C00, q, rd, rn, rm)
+
+
+def movi_shifted(q: int, rd: int, imm8: int, shift: int) -> int:
+    """MOVI Vd.4S/2S, #imm8, LSL #shift (0, 8, 16 or 24): every 32-bit element := imm8 << shift."""
+    if shift not in (0, 8, 16, 24):
+        raise ValueError(f"MOVI shift {shift} is not 0, 8, 16 or 24")
+    imm8 = _check(imm8, 8, "imm8")
+    return 0x0F000400 | q << 30 | (imm8 >> 5) << 16 | (shift // 8) << 13 | (imm8 & 31) << 5 | rd
+
+
+def dup_gpr(size: int, q: int, rd: int, rn: int) -> int:
+    """DUP Vd.<T>, Wn/Xn: every element := the general-purpose register's low bits."""
+    return 0x0E000C00 | q << 30 | _imm5(size, 0) << 16 | rn << 5 | rd
+
+
+def fcmp(size: int, rn: int, rm: int) -> int:
+    """FCMP Sn, Sm / Dn, Dm: NZCV := 0110 equal, 1000 less, 0010 greater, 0011 unordered."""
+    return 0x1E202000 | _ftype(size) << 22 | rm << 16 | rn << 5
+
+
+def fccmp(size: int, rn: int, rm: int, nzcv: int, cond: Cond) -> int:
+    """If ``cond`` holds, NZCV := FCMP(Sn, Sm), else NZCV := ``nzcv``."""
+    return 0x1E200400 | _ftype(size) << 22 | rm << 16 | cond << 12 | rn << 5 | _check(nzcv, 4, "nzcv")
+
+
+def scvtf_gpr(sf: int, size: int, rd: int, rn: int) -> int:
+    """SCVTF Sd/Dd, Wn/Xn: a signed integer to floating point, rounded per FPCR."""
+    return 0x1E220000 | sf << 31 | _ftype(size) << 22 | rn << 5 | rd
+
+
+def fcvtzs_gpr(sf: int, size: int, rd: int, rn: int) -> int:
+    """FCVTZS Wd/Xd, Sn/Dn: toward zero, saturating; a NaN gives 0.  Invalid sets FPSR.IOC."""
+    return 0x1E380000 | sf << 31 | _ftype(size) << 22 | rn << 5 | rd
+
+
+def fcvt(dst_size: int, src_size: int, rd: int, rn: int) -> int:
+    """FCVT between single and double precision (narrowing rounds per FPCR)."""
+    return 0x1E224000 | _ftype(src_size) << 22 | _ftype(dst_size) << 15 | rn << 5 | rd
+
+
+def msr_fpcr(rt: int) -> int:
+    return 0xD51B4400 | rt
+
+
+def mrs_fpcr(rt: int) -> int:
+    return 0xD53B4400 | rt
+
+
+def msr_fpsr(rt: int) -> int:
+    return 0xD51B4420 | rt
+
+
+def mrs_fpsr(rt: int) -> int:
+    """Bit 0 of FPSR is IOC, the cumulative invalid-operation flag."""
+    return 0xD53B4420 | rt

@@ -18,6 +18,9 @@ STATE = 28  # pointer to the state block; never changes inside translated code
 NEXT_RIP = 0  # x0 carries the next guest RIP at an exit
 # Registers a block may clobber (x0 and x1 are also used by the exit sequence).
 SCRATCH: tuple[int, ...] = (0, 1, 2, 3, 23, 24, 25, 26, 27, 29, 30)
+# Guest XMMn lives in the SIMD&FP register v(XMM_HOST[n]); v16-v31 are scratch.
+XMM_HOST: tuple[int, ...] = tuple(range(16))
+VECTOR_SCRATCH: tuple[int, ...] = tuple(range(16, 32))
 
 # State block layout (docs/abi.md "State block").
 GPR_OFFSET = 0x000

@@ -5,7 +5,8 @@ register's interval runs from its first definition to the last operation it is
 used at or live after (liveness from :mod:`passes`, so a value carried around
 the 128-bit division's loop covers the whole loop).  The registers it hands out
 are the scratch registers of docs/abi.md except x0 and x1, which the exit
-sequences use by name.  Two intervals share a register only when one ends
+sequences use by name, and for SIMD&FP temporaries (odd virtual registers)
+v16-v31.  Two intervals share a register only when one ends
 strictly before the other starts; a block never needs more than the nine
 registers there are (the widest lowering, a 128-bit ``idiv`` on a memory
 operand, has eight values live at once), so nothing is ever spilled.
@@ -22,12 +23,13 @@ import struct
 
 from fexaot_tool.translate import a64, abi
 from fexaot_tool.translate.a64 import ZR
-from fexaot_tool.translate.ir import ENCODERS, VREG_BASE, Op
+from fexaot_tool.translate.ir import ENCODERS, VECTOR_BASE, VREG_BASE, Op, V
 from fexaot_tool.translate.ir import BRANCHES
 from fexaot_tool.translate.passes import label_positions, liveness
 
-# Hand-out order: the caller-saved-looking ones first; deterministic, so caches are too.
+# Hand-out order is fixed, so caches are deterministic.
 ALLOCATABLE: tuple[int, ...] = tuple(r for r in abi.SCRATCH if r not in (abi.NEXT_RIP, 1))
+ALLOCATABLE_VECTOR: tuple[int, ...] = tuple(V(n) for n in abi.VECTOR_SCRATCH)
 
 
 class RegisterPressure(Exception):
@@ -73,7 +75,7 @@ def _materialise(sf: int, rd: int, value: int) -> list[int]:
 def _register_positions(roles: str) -> tuple[int, ...]:
     positions = _POSITIONS.get(roles)
     if positions is None:
-        positions = _POSITIONS[roles] = tuple(i for i, r in enumerate(roles) if r in "dum")
+        positions = _POSITIONS[roles] = tuple(i for i, r in enumerate(roles) if r in "dumDUM")
     return positions
 
 
@@ -108,7 +110,7 @@ def allocate(ops: list[Op]) -> dict[int, int]:
                     live >>= 1
                     r += 1
     assignment: dict[int, int] = {}
-    free = list(ALLOCATABLE[::-1])
+    free = (list(ALLOCATABLE[::-1]), list(ALLOCATABLE_VECTOR[::-1]))  # by register class: vreg & 1
     active: list[tuple[int, int]] = []  # (end, vreg)
     for vreg in sorted(start, key=lambda v: (start[v], v)):
         s = start[vreg]
@@ -116,13 +118,15 @@ def allocate(ops: list[Op]) -> dict[int, int]:
             still = []
             for e, v in active:
                 if e < s:
-                    free.append(assignment[v])
+                    free[v & 1].append(assignment[v])
                 else:
                     still.append((e, v))
             active = still
-        if not free:
-            raise RegisterPressure(f"more than {len(ALLOCATABLE)} values live at operation {s}: {ops[s]!r}")
-        assignment[vreg] = free.pop()
+        pool = free[vreg & 1]
+        if not pool:
+            raise RegisterPressure(f"more than {len((ALLOCATABLE, ALLOCATABLE_VECTOR)[vreg & 1])} values of one class "
+                                   f"live at operation {s}: {ops[s]!r}")
+        assignment[vreg] = pool.pop()
         active.append((end[vreg], vreg))
     return assignment
 
@@ -145,8 +149,10 @@ def assemble(ops: list[Op]) -> tuple[bytes, list[tuple[int, int]], int]:
         positions = _register_positions(op.roles)
         if positions:
             args = list(args)
+            roles = op.roles
             for p in positions:
-                args[p] = get(args[p], args[p])
+                r = get(args[p], args[p])
+                args[p] = r - VECTOR_BASE if roles[p] in "DUM" else r
         if form == "const":
             words += materialise(*args)
         elif form == "literal":

@@ -19,10 +19,11 @@ from iced_x86 import Decoder, OpKind
 
 from fexaot_tool.translate import abi, backend, passes
 from fexaot_tool.translate.builder import (
-    ALL_FLAGS, REASON_ATOMIC, REASON_NAMES, REASON_OPERAND, REASON_STRING, REASON_SYSTEM, REASON_UNDECODABLE,
-    REASON_UNSUPPORTED, REASON_VECTOR, REASON_X87, Builder, Unsupported,
+    ALL_FLAGS, DEFAULT_FEATURES, REASON_ATOMIC, REASON_EXTENSION, REASON_NAMES, REASON_OPERAND, REASON_STRING,
+    REASON_SYSTEM, REASON_UNDECODABLE, REASON_UNSUPPORTED, REASON_VECTOR, REASON_X87, Builder, Unsupported,
 )
-from fexaot_tool.translate.lower import LOWERINGS
+from fexaot_tool.translate.features import unadvertised
+from fexaot_tool.translate.lower import LOCKABLE, LOWERINGS
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,6 @@ _MNEMONIC_NAMES = {v: k for k, v in vars(iced_x86.Mnemonic).items() if k.isupper
 _VECTOR_REGISTERS = range(iced_x86.Register.XMM0, iced_x86.Register.ZMM31 + 1)
 _MMX_REGISTERS = range(iced_x86.Register.MM0, iced_x86.Register.MM7 + 1)
 _X87_REGISTERS = range(iced_x86.Register.ST0, iced_x86.Register.ST7 + 1)
-_ATOMICS = {iced_x86.Mnemonic.CMPXCHG, iced_x86.Mnemonic.XADD, iced_x86.Mnemonic.CMPXCHG8B,
-            iced_x86.Mnemonic.CMPXCHG16B}
 _SYSTEM_PREFIXES = ("IN", "OUT", "LGDT", "LIDT", "MOV CR", "WRMSR", "RDMSR", "IRET", "SYSRET", "SWAPGS", "CLI",
                     "STI", "INT", "INTO", "LSL", "LAR", "VERR", "VERW", "SGDT", "SIDT", "STR", "SLDT", "LTR",
                     "XGETBV", "RDPID", "RDPKRU", "WRPKRU", "RDFSBASE", "RDGSBASE", "WRFSBASE", "WRGSBASE")
@@ -92,11 +91,13 @@ _SYSTEM_PREFIXES = ("IN", "OUT", "LGDT", "LIDT", "MOV CR", "WRMSR", "RDMSR", "IR
 
 def classify(ins: iced_x86.Instruction) -> int:
     """Why an instruction with no lowering row (or an uncovered form) is untranslatable."""
-    if ins.has_lock_prefix or ins.mnemonic in _ATOMICS:
-        return REASON_ATOMIC
-    if ins.is_string_instruction:
-        return REASON_STRING
+    if unadvertised(ins) is not None:
+        return REASON_EXTENSION  # code the guest does not run on the advertised CPU
     name = _MNEMONIC_NAMES.get(ins.mnemonic, "")
+    if ins.has_lock_prefix and ins.mnemonic in LOCKABLE:
+        return REASON_ATOMIC  # a locked form no row covers (the rows raise their own reasons)
+    if ins.is_string_instruction and not name.startswith(("INS", "OUTS")):
+        return REASON_STRING  # ins/outs are I/O: system, below
     for i in range(ins.op_count):
         if ins.op_kind(i) == OpKind.REGISTER:
             reg = ins.op_register(i)
@@ -143,6 +144,8 @@ def flag_liveness(instructions: list[iced_x86.Instruction]) -> list[tuple[int, i
         read = ins.rflags_read & ALL_FLAGS
         if ins.mnemonic in _COUNT_DEPENDENT and written and ins.op_kind(ins.op_count - 1) == OpKind.REGISTER:
             read |= written
+        elif written and ins.is_string_instruction and (ins.has_rep_prefix or ins.has_repne_prefix):
+            read |= written  # rep cmps/scas with RCX = 0 leave every flag alone
         elif ins.mnemonic in _MAY_FAULT_DIVIDING:
             read = ALL_FLAGS  # the #DE exit reports the flags from before the div
         out[i] = (written & live, live)
@@ -172,11 +175,12 @@ def _decode(data: bytes, start: int) -> tuple[list[iced_x86.Instruction], bool]:
 
 def _lower_prefix(instructions: list[iced_x86.Instruction], count: int, stop: tuple[int, str, int] | None,
                   tso: bool, image_base: int, optimise: bool, stats: passes.PassStats | None,
+                  features: tuple[str, ...] = DEFAULT_FEATURES,
                   ) -> _BlockCode | tuple[int, Unsupported]:
     """Code for the first ``count`` instructions; or (index, why) for one whose form is not covered."""
     prefix = instructions[:count]
     liveness = flag_liveness(prefix)
-    b = Builder(tso, image_base)
+    b = Builder(tso, image_base, features)
     ended = False
     for i, ins in enumerate(prefix):
         lower, terminates = LOWERINGS[ins.mnemonic]
@@ -203,11 +207,14 @@ def _lower_prefix(instructions: list[iced_x86.Instruction], count: int, stop: tu
 
 
 def translate_block(guest: GuestCode, start: int, length: int, tso: bool = True, *, optimise: bool = True,
-                    stats: passes.PassStats | None = None) -> _BlockCode:
+                    stats: passes.PassStats | None = None,
+                    features: tuple[str, ...] = DEFAULT_FEATURES) -> _BlockCode:
     """Code for one block (possibly a prefix of it; ``stop`` says why).
 
     ``optimise=False`` skips the IR passes (for measuring what they do; caches
     are always built with them); ``stats`` sums what the passes did.
+    ``features``: the target's AArch64 features (TranslatorConfig.cpu_features);
+    "lse" selects LSE atomics over exclusive-pair loops.
     """
     data = guest.read(start, length)
     if data is None:
@@ -218,7 +225,7 @@ def translate_block(guest: GuestCode, start: int, length: int, tso: bool = True,
         i.len for i in instructions))
     for i, ins in enumerate(instructions):
         row = LOWERINGS.get(ins.mnemonic)
-        if row is None or ins.has_lock_prefix:
+        if row is None or (ins.has_lock_prefix and ins.mnemonic not in LOCKABLE):
             count, stop = i, (classify(ins), describe(ins), ins.ip)
             break
         if row[1]:
@@ -229,7 +236,7 @@ def translate_block(guest: GuestCode, start: int, length: int, tso: bool = True,
     while True:
         if count == 0:
             return _BlockCode(b"", [], 0, 0, 0, stop)
-        result = _lower_prefix(instructions, count, stop, tso, guest.image_base, optimise, stats)
+        result = _lower_prefix(instructions, count, stop, tso, guest.image_base, optimise, stats, features)
         if isinstance(result, _BlockCode):
             return result
         # A form the row does not cover: retranslate the shorter prefix (its flag liveness changes too).
@@ -239,7 +246,8 @@ def translate_block(guest: GuestCode, start: int, length: int, tso: bool = True,
 
 
 def translate_module(guest: GuestCode, blocks: Iterable[BlockRequest], memory_order: str = "tso", *,
-                     optimise: bool = True, stats: passes.PassStats | None = None) -> ModuleTranslation:
+                     optimise: bool = True, stats: passes.PassStats | None = None,
+                     features: tuple[str, ...] = DEFAULT_FEATURES) -> ModuleTranslation:
     """Translate ``blocks`` (sorted by start) into one code area with relocations and per-block metadata."""
     tso = memory_order == "tso"
     code = bytearray()
@@ -247,7 +255,8 @@ def translate_module(guest: GuestCode, blocks: Iterable[BlockRequest], memory_or
     translated: list[TranslatedBlock] = []
     untranslated: list[UntranslatedBlock] = []
     for block in blocks:
-        result = translate_block(guest, block.start, block.length, tso, optimise=optimise, stats=stats)
+        result = translate_block(guest, block.start, block.length, tso, optimise=optimise, stats=stats,
+                                 features=features)
         if result.stop is not None:
             reason, detail, at = result.stop
             untranslated.append(UntranslatedBlock(block.start, block.length, reason, detail, at))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import iced_x86
 from iced_x86 import OpKind, Register
 
-from fexaot_tool.translate import abi, ir
+from fexaot_tool.translate import a64, abi, ir
 from fexaot_tool.translate.a64 import C_BIT, V_BIT, ZR, Cond, Shift
 
 # RflagsBits as iced-x86 numbers them.
@@ -45,6 +45,9 @@ def _register_table() -> dict[int, tuple[int, int, bool]]:
 
 
 REGISTERS = _register_table()
+# The target AArch64 features (FEAT_* names) of the default TranslatorConfig
+# (cache.key.DEFAULT_CPU_FEATURES; tests/test_translate_strings_atomics.py checks they agree).
+DEFAULT_FEATURES: tuple[str, ...] = ("flagm", "lrcpc", "lse")
 GPR_HOST = abi.GPR_HOST
 HOST_RSP = GPR_HOST[abi.RSP]
 _SIZE_LOG2 = {1: 0, 2: 1, 4: 2, 8: 3}
@@ -53,9 +56,10 @@ _SIZE_LOG2 = {1: 0, 2: 1, 4: 2, 8: 3}
 class Builder:
     """The IR (:mod:`ir`) of one block under construction."""
 
-    def __init__(self, tso: bool, image_base: int):
+    def __init__(self, tso: bool, image_base: int, features: tuple[str, ...] = DEFAULT_FEATURES):
         self.tso = tso
         self.image_base = image_base
+        self.lse = "lse" in features  # FEAT_LSE atomics; without it, exclusive-pair loops
         self.ops: list[ir.Op] = []
         self.cf_inverted = False  # C holds NOT x86 CF (after subs/cmp/sbb)
         self._next_vreg = ir.VREG_BASE
@@ -75,8 +79,13 @@ class Builder:
         self.live_after = live_after
 
     def temp(self) -> int:
-        """A new virtual register (the backend gives it a host register)."""
-        self._next_vreg += 1
+        """A new general-purpose virtual register (the backend gives it a host register)."""
+        self._next_vreg += 2
+        return self._next_vreg - 2
+
+    def vtemp(self) -> int:
+        """A new SIMD&FP virtual register."""
+        self._next_vreg += 2
         return self._next_vreg - 1
 
     def branch(self, form, *args) -> ir.Label:
@@ -255,6 +264,62 @@ class Builder:
         else:
             self.emit(ir.str_uimm(log2, src, self._fold(base, disp), 0))
 
+    # -- SIMD&FP: guest XMM registers and vector memory accesses ------------------------
+
+    def xmm(self, reg: int) -> int:
+        """The IR register holding guest XMM ``reg`` (an iced Register)."""
+        n = reg - Register.XMM0
+        if not 0 <= n < 16:
+            raise Unsupported(REASON_VECTOR, "MMX, AVX-512 or an unusual vector register")
+        return ir.V(abi.XMM_HOST[n])
+
+    def vload(self, size: int, base: int, disp: int, stack: bool, rd: int | None = None) -> int:
+        """A vector register loaded with 2**size bytes at base + disp (the rest of it zeroed).
+
+        No acquire form exists for SIMD&FP loads: in TSO mode a ``dmb ishld`` after
+        the load orders it before every later access, as ``ldapr`` would.
+        """
+        rd = self.vtemp() if rd is None else rd
+        width = 1 << size
+        if 0 <= disp < (4096 << size) and not disp % width:
+            self.emit(ir.ldr_fp_uimm(size, rd, base, disp))
+        elif -256 <= disp < 256:
+            self.emit(ir.ldur_fp(size, rd, base, disp))
+        else:
+            self.emit(ir.ldr_fp_uimm(size, rd, self._fold(base, disp), 0))
+        if self.tso and not stack:
+            self.emit(ir.dmb(a64.DMB_ISHLD))
+        return rd
+
+    def vstore(self, size: int, src: int, base: int, disp: int, stack: bool) -> None:
+        """Store the low 2**size bytes of vector register ``src``; TSO: ``dmb ish`` first (a release)."""
+        if self.tso and not stack:
+            self.emit(ir.dmb(a64.DMB_ISH))
+        width = 1 << size
+        if 0 <= disp < (4096 << size) and not disp % width:
+            self.emit(ir.str_fp_uimm(size, src, base, disp))
+        elif -256 <= disp < 256:
+            self.emit(ir.stur_fp(size, src, base, disp))
+        else:
+            self.emit(ir.str_fp_uimm(size, src, self._fold(base, disp), 0))
+
+    def read_xmm_op(self, i: int, size: int = 4) -> int:
+        """Operand ``i`` as a vector register: an XMM register, or 2**size bytes loaded from memory."""
+        ins = self.ins
+        kind = ins.op_kind(i)
+        if kind == OpKind.REGISTER:
+            return self.xmm(ins.op_register(i))
+        if kind != OpKind.MEMORY:
+            raise Unsupported(REASON_OPERAND, "vector operand kind")
+        base, disp = self.address(ins)
+        return self.vload(size, base, disp, self._is_stack(ins))
+
+    def write_xmm_memory(self, size: int, src: int) -> None:
+        """The memory operand := the low 2**size bytes of ``src``."""
+        ins = self.ins
+        base, disp = self.address(ins)
+        self.vstore(size, src, base, disp, self._is_stack(ins))
+
     # -- operands -----------------------------------------------------------------------
 
     def op_size(self, i: int) -> int:
@@ -389,9 +454,10 @@ REASON_ATOMIC = 5  # lock prefix, xchg with memory, cmpxchg, xadd
 REASON_OPERAND = 6  # an operand form not covered (32-bit addressing, 8/16-bit adc/sbb, ...)
 REASON_UNDECODABLE = 7  # bytes that do not decode or leave the file image
 REASON_SYSTEM = 8  # privileged, I/O, segment and far control transfers
+REASON_EXTENSION = 9  # needs a CPUID feature the guest is not told about (AVX, SSE3+, BMI, CX16...): features.py
 
 REASON_NAMES = {
     REASON_UNSUPPORTED: "unsupported-instruction", REASON_VECTOR: "vector", REASON_X87: "x87",
     REASON_STRING: "string-op", REASON_ATOMIC: "atomic", REASON_OPERAND: "operand-form",
-    REASON_UNDECODABLE: "undecodable", REASON_SYSTEM: "system",
+    REASON_UNDECODABLE: "undecodable", REASON_SYSTEM: "system", REASON_EXTENSION: "extension-not-advertised",
 }

@@ -35,7 +35,17 @@ from fexaot_tool.translate.a64 import ZR
 
 NZCV = 32  # the flags as a register of the dataflow (never a register operand of a form)
 NZCV_BIT = 1 << NZCV
-VREG_BASE = 64  # virtual registers are VREG_BASE, VREG_BASE+1, ...
+VECTOR_BASE = 64  # the SIMD&FP register Vn is VECTOR_BASE + n in the IR (roles D/U/M)
+VREG_BASE = 128  # virtual registers: even ones are general-purpose, odd ones SIMD&FP
+
+
+def V(n: int) -> int:
+    """The IR number of SIMD&FP register Vn."""
+    return VECTOR_BASE + n
+
+
+def is_vector(r: int) -> bool:
+    return VECTOR_BASE <= r < VECTOR_BASE + 32 or (r >= VREG_BASE and r & 1 == 1)
 
 # Effects.
 READS_NZCV = 1
@@ -68,7 +78,8 @@ class Op:
     ``roles`` has one character per positional argument: ``d`` a register the
     operation defines, ``u`` one it uses, ``m`` one it uses and redefines
     (bfi's destination, movk's), ``L`` the branch target (a Label), ``-``
-    anything else (sizes, immediates, conditions).  ``use_mask``/``def_mask``
+    anything else (sizes, immediates, conditions).  ``D``/``U``/``M`` are the
+    same for SIMD&FP registers (IR numbers ``V(n)`` or odd virtual registers).  ``use_mask``/``def_mask``
     are the registers used/defined as bit masks (bit r = register r, NZCV
     included, XZR never), computed once: the passes test them many times.
     """
@@ -83,13 +94,13 @@ class Op:
         self.effects = effects
         use = def_ = 0
         for a, r in zip(args, roles):
-            if r == "-" or r == "L" or a == ZR:
+            if r == "-" or r == "L" or (a == ZR and r in "udm"):
                 continue
-            if r == "u":
+            if r == "u" or r == "U":
                 use |= 1 << a
-            elif r == "d":
+            elif r == "d" or r == "D":
                 def_ |= 1 << a
-            else:  # "m"
+            else:  # "m", "M"
                 use |= 1 << a
                 def_ |= 1 << a
         if effects & READS_NZCV:
@@ -101,16 +112,16 @@ class Op:
 
     def registers(self, kinds: str) -> list[int]:
         """The register arguments whose role is in ``kinds`` (XZR excluded), plus NZCV by the effects."""
-        regs = [a for a, r in zip(self.args, self.roles) if r in kinds and a != ZR]
+        regs = [a for a, r in zip(self.args, self.roles) if r in kinds and (a != ZR or r in "DUM")]
         if ("u" in kinds and self.effects & READS_NZCV) or ("d" in kinds and self.effects & WRITES_NZCV):
             regs.append(NZCV)
         return regs
 
     def uses(self) -> list[int]:
-        return self.registers("um")
+        return self.registers("umUM")
 
     def defs(self) -> list[int]:
-        return self.registers("dm")
+        return self.registers("dmDM")
 
     @property
     def target(self) -> Label | None:
@@ -122,7 +133,7 @@ class Op:
 
     def __repr__(self) -> str:
         def show(a, r):
-            if r in "dum" and isinstance(a, int):
+            if r in "dumDUM" and isinstance(a, int):
                 return register_name(a)
             return repr(a) if not isinstance(a, int) or isinstance(a, bool) else str(a)
         parts = [show(a, r) for a, r in zip(self.args, self.roles)]
@@ -132,7 +143,9 @@ class Op:
 
 def register_name(r: int) -> str:
     if r >= VREG_BASE:
-        return f"v{r - VREG_BASE}"
+        return f"%{'v' if r & 1 else 'x'}{(r - VREG_BASE) // 2}"
+    if r >= VECTOR_BASE:
+        return f"v{r - VECTOR_BASE}"
     if r == NZCV:
         return "nzcv"
     return "xzr" if r == ZR else f"x{r}"
@@ -179,10 +192,47 @@ _FORMS: dict[str, tuple[str, int]] = {
     "mov_reg": ("-du", 0), "lsl_imm": ("-du-", 0), "lsr_imm": ("-du-", 0), "asr_imm": ("-du-", 0),
     "ror_imm": ("-du-", 0), "ubfx": ("-du--", 0), "sbfx": ("-du--", 0), "bfi": ("-mu--", 0),
     "cset": ("-d-", READS_NZCV), "csetm": ("-d-", READS_NZCV),
+    # SIMD&FP (vector registers take D/U/M roles)
+    "ldr_fp_uimm": ("-Du-", LOADS), "str_fp_uimm": ("-Uu-", STORES), "ldur_fp": ("-Du-", LOADS),
+    "stur_fp": ("-Uu-", STORES),
+    "and_v": ("-DUU", 0), "bic_v": ("-DUU", 0), "orr_v": ("-DUU", 0), "orn_v": ("-DUU", 0), "eor_v": ("-DUU", 0),
+    "mov_v": ("-DU", 0), "movi_zero": ("D", 0), "fmov_to_gpr": ("-dU", 0), "fmov_from_gpr": ("-Du", 0),
+    "ins_gpr": ("-M-u", 0), "umov": ("-dU-", 0), "ins_elem": ("-M-U-", 0),
+    "dmb": ("-", LOADS | STORES),  # a barrier: never removed, never moved
+    # SIMD integer: (size, q, rd, rn[, rm | shift | index]); narrowing "2" forms and usra keep part of rd ('M')
+    "add_v": ("--DUU", 0), "sub_v": ("--DUU", 0), "uqadd": ("--DUU", 0), "sqadd": ("--DUU", 0),
+    "uqsub": ("--DUU", 0), "sqsub": ("--DUU", 0), "cmeq_v": ("--DUU", 0), "cmgt_v": ("--DUU", 0),
+    "umax_v": ("--DUU", 0), "umin_v": ("--DUU", 0), "smax_v": ("--DUU", 0), "smin_v": ("--DUU", 0),
+    "urhadd": ("--DUU", 0), "uabd": ("--DUU", 0), "mul_v": ("--DUU", 0), "addp_v": ("--DUU", 0),
+    "sshl_v": ("--DUU", 0), "ushl_v": ("--DUU", 0), "smull_v": ("--DUU", 0), "umull_v": ("--DUU", 0),
+    "neg_v": ("--DU", 0), "uaddlp": ("--DU", 0),
+    "xtn": ("-DU", 0), "sqxtn": ("-DU", 0), "sqxtn2": ("-MU", 0), "sqxtun": ("-DU", 0), "sqxtun2": ("-MU", 0),
+    "uqxtn": ("-DU", 0),
+    "shl_v": ("--DU-", 0), "ushr_v": ("--DU-", 0), "sshr_v": ("--DU-", 0), "usra": ("--MU-", 0),
+    "uzp1": ("--DUU", 0), "uzp2": ("--DUU", 0), "zip1": ("--DUU", 0), "zip2": ("--DUU", 0),
+    "ext_v": ("-DUU-", 0), "dup_elem": ("--DU-", 0), "movi_v": ("--D-", 0),
+    # SIMD floating point: vector forms (size, q, rd, rn[, rm]); FP arithmetic reads FPCR (rounding) but is
+    # otherwise pure, so the FPCR/FPSR accesses carry LOADS | STORES: never removed, never moved
+    "fadd_v": ("--DUU", 0), "fsub_v": ("--DUU", 0), "fmul_v": ("--DUU", 0), "fdiv_v": ("--DUU", 0),
+    "fmax_v": ("--DUU", 0), "fcmeq_v": ("--DUU", 0), "fcmge_v": ("--DUU", 0), "fcmgt_v": ("--DUU", 0),
+    "fsqrt_v": ("--DU", 0), "fneg_v": ("--DU", 0), "frinti_v": ("--DU", 0), "scvtf_v": ("--DU", 0),
+    "fcvtzs_v": ("--DU", 0), "fcvtl": ("DU", 0), "fcvtn": ("DU", 0), "not_v": ("-DU", 0), "sxtl": ("-DU", 0),
+    "bsl_v": ("-MUU", 0), "bit_v": ("-MUU", 0), "bif_v": ("-MUU", 0), "movi_shifted": ("-D--", 0),
+    "dup_gpr": ("--Du", 0), "fcmp": ("-UU", WRITES_NZCV), "fccmp": ("-UU--", READS_NZCV | WRITES_NZCV),
+    "scvtf_gpr": ("--Du", 0), "fcvtzs_gpr": ("--dU", 0), "fcvt": ("--DU", 0),
+    "msr_fpcr": ("u", LOADS | STORES), "mrs_fpcr": ("d", LOADS | STORES),
+    "msr_fpsr": ("u", LOADS | STORES), "mrs_fpsr": ("d", LOADS | STORES),
     # pseudo-operations
     "const": ("-d-", 0),  # (sf, rd, value): the backend picks movz/movn/movk/orr
     "literal": ("d-", 0),  # (rd, guest address): ldr from the block's relocated literal pool
     "label": ("-", 0),  # (Label,)
+    # atomics (x86 locked instructions): the register receiving the old value is 'd' (casal's
+    # compare value, which it overwrites, 'm'); stlxr/stlxp define their status register
+    "ldaddal": ("-udu", LOADS | STORES), "ldclral": ("-udu", LOADS | STORES),
+    "ldeoral": ("-udu", LOADS | STORES), "ldsetal": ("-udu", LOADS | STORES),
+    "swpal": ("-udu", LOADS | STORES), "casal": ("-muu", LOADS | STORES),
+    "ldaxr": ("-du", LOADS | STORES), "stlxr": ("-duu", LOADS | STORES),
+    "ldaxp": ("ddu", LOADS | STORES), "stlxp": ("duuu", LOADS | STORES),
 }
 
 ENCODERS: dict[str, Callable[..., int]] = {

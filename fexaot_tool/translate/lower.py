@@ -1153,3 +1153,22 @@ LOWERINGS: dict[int, tuple[Callable[[Builder], None], bool]] = {
 for _names, _lower in _CONDITIONAL.values():
     for _name in _names.split():
         LOWERINGS[getattr(M, _name)] = (_lower, _lower is lower_jcc)
+
+# SSE/SSE2 on NEON (lower_sse.py).
+from fexaot_tool.translate.lower_sse import SSE_LOWERINGS  # noqa: E402
+
+LOWERINGS.update(SSE_LOWERINGS)
+from fexaot_tool.translate.lower_sse_int import SSE_INT_LOWERINGS  # noqa: E402
+
+LOWERINGS.update(SSE_INT_LOWERINGS)
+from fexaot_tool.translate.lower_sse_fp import SSE_FP_LOWERINGS  # noqa: E402
+
+LOWERINGS.update(SSE_FP_LOWERINGS)
+
+# String instructions and atomics (lower_string.py, lower_atomic.py): after the SSE rows,
+# because movsd/cmpsd name both a string and an SSE instruction and the string row keeps the other.
+from fexaot_tool.translate import lower_atomic, lower_string  # noqa: E402
+
+lower_string.merge_into(LOWERINGS)
+lower_atomic.merge_into(LOWERINGS)
+LOCKABLE = lower_atomic.LOCKABLE

@@ -35,9 +35,9 @@ from fexaot_tool.translate import a64, abi, ir
 from fexaot_tool.translate.a64 import ZR, Shift
 from fexaot_tool.translate.ir import BRANCHES, EXITS, JUMPS, NZCV, READS_NZCV, SIDE_EFFECTS, VREG_BASE, WRITES_NZCV, Op
 
-# Live at every exit (docs/abi.md): the guest registers, the PF/AF sources, NZCV and x0 (the next RIP).
+# Live at every exit (docs/abi.md): the guest registers (XMM too), the PF/AF sources, NZCV and x0 (the next RIP).
 EXIT_LIVE = 0
-for _r in (*abi.GPR_HOST, abi.PF_SRC, abi.AF_SRC, NZCV, abi.NEXT_RIP):
+for _r in (*abi.GPR_HOST, abi.PF_SRC, abi.AF_SRC, NZCV, abi.NEXT_RIP, *(ir.V(n) for n in abi.XMM_HOST)):
     EXIT_LIVE |= 1 << _r
 
 _M64 = (1 << 64) - 1

@@ -101,6 +101,10 @@ class ValidationReport:
     skipped_blocks: tuple[SkippedBlock, ...]
     seconds: float
     case_seconds: float
+    # Cases where unicorn's x86 engine and the translation disagreed and the host CPU, run natively
+    # from the same state, agreed with the translation (native.py): unicorn deviations, not mismatches.
+    unicorn_deviations: int = 0
+    native_referee: bool = False  # whether the host CPU could be asked
 
     @property
     def ok(self) -> bool:
@@ -120,6 +124,8 @@ class ValidationReport:
             "mismatches": [m.as_dict() for m in self.mismatches],
             "skipped_blocks": [{"module": s.module, "guest_offset": f"{s.guest_offset:#x}", "reason": s.reason}
                                for s in self.skipped_blocks],
+            "unicorn_deviations_adjudicated_by_host_cpu": self.unicorn_deviations,
+            "native_referee": self.native_referee,
             "seconds": round(self.seconds, 3), "microseconds_per_case": round(self.microseconds_per_case, 1),
             "ok": self.ok,
         }
@@ -273,6 +279,7 @@ def validate_cache(cache_path: str | os.PathLike, *, rootfs: str = "/", elves: S
     case_skips: Counter[str] = Counter()
     cases = validated = 0
     case_time = 0.0
+    deviations = 0  # cases where unicorn x86 disagreed but the host CPU agrees with the translation
     for file_id, entry in chosen:
         lm = loaded[file_id]
         if lm.problem:
@@ -294,6 +301,8 @@ def validate_cache(cache_path: str | os.PathLike, *, rootfs: str = "/", elves: S
         for r in results:
             if r.skipped is not None:
                 case_skips[r.skipped.split(":")[0]] += 1
+            if r.unicorn_deviations:
+                deviations += 1
         if not ran:
             skipped.append(SkippedBlock(lm.name, entry.guest_offset,
                                         f"no state ran: {results[0].skipped if results else 'no states'}"))
@@ -309,7 +318,7 @@ def validate_cache(cache_path: str | os.PathLike, *, rootfs: str = "/", elves: S
     return ValidationReport(
         path, seed, states, tuple(f"{m.name} ({m.elf_path})" for m in loaded.values()), total, untranslatable,
         len(chosen), validated, cases, dict(case_skips), tuple(mismatches), tuple(skipped),
-        time.perf_counter() - started, case_time)
+        time.perf_counter() - started, case_time, deviations, harness.native is not None and harness.native.available)
 
 
 def _choose_blocks(cache: CacheFile, blocks: Sequence[str], sample: int | None, seed: int

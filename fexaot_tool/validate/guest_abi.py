@@ -12,6 +12,7 @@ from fexaot_tool.translate import abi
 from fexaot_tool.translate.abi import EXIT_AFTER, ExitReason, RelocationKind
 
 GPR_HOST: tuple[int, ...] = abi.GPR_HOST
+XMM_HOST: tuple[int, ...] = abi.XMM_HOST  # XMMn in v(XMM_HOST[n])
 PF_SRC_REG = abi.PF_SRC
 AF_SRC_REG = abi.AF_SRC
 STATE_REG = abi.STATE

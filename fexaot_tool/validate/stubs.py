@@ -4,14 +4,17 @@ Registers cross into unicorn through memory, not one ``reg_write`` per register
 (docs/validation.md has the measurements): a loader stub reads a register image
 from memory and jumps to the block, and a spill stub writes the registers back.
 
-x86-64 side (image layout: 16 GPRs in x86 order, then RFLAGS):
-  loader: ``mov rsp, IMG+0x80; popfq; mov REG, [rsp-0x88+8n]...; mov rsp, [..]; jmp [target]``
-  spill:  ``mov [rip+IMG+8n], REG...; lea rsp, [rip+IMG+0x88]; pushfq``
+x86-64 side (image layout: 16 GPRs in x86 order, then RFLAGS; XMM registers in a
+separate 256-byte image, MXCSR in a 4-byte slot):
+  loader: ``movdqu xmmN, [rip+XMM+16n]...; ldmxcsr [rip+MXCSR]; mov rsp, IMG+0x80; popfq;
+  mov REG, [rsp-0x88+8n]...; mov rsp, [..]; jmp [target]``
+  spill:  ``movdqu [rip+XMM+16n], xmmN...; mov [rip+IMG+8n], REG...; lea rsp, [rip+IMG+0x88]; pushfq``
 
 AArch64 side: the state block of docs/abi.md.
-  loader: ``ldr x28, =state; ldr xN, [x28, #gpr]...; msr nzcv; ldr x1, [x28, #entry]; br x1``
-  dispatch / exit_to_runtime: note which entry was taken, spill x0, GPRs, x21, x22,
-  NZCV, then branch to the halt address the harness passes as emu_start's ``until``.
+  loader: ``ldr x28, =state; ldr xN, [x28, #gpr]...; ldr qN, [x28, #xmm]...; msr fpcr, xzr;
+  msr nzcv; ldr x1, [x28, #entry]; br x1``
+  dispatch / exit_to_runtime: note which entry was taken, spill x0, GPRs, XMM registers, x21,
+  x22, NZCV, then branch to the halt address the harness passes as emu_start's ``until``.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from __future__ import annotations
 import struct
 
 from fexaot_tool.validate.guest_abi import (
-    AF_SRC_REG, GPR_HOST, OFF_AF_SRC, OFF_GPR, OFF_NZCV, OFF_PF_SRC, OFF_PRIVATE, OFF_RIP, PF_SRC_REG,
-    STATE_REG,
+    AF_SRC_REG, GPR_HOST, OFF_AF_SRC, OFF_GPR, OFF_NZCV, OFF_PF_SRC, OFF_PRIVATE, OFF_RIP, OFF_XMM, PF_SRC_REG,
+    STATE_REG, XMM_HOST,
 )
 
 # Runtime-private slots of the state block that the harness's stubs use.
@@ -56,6 +59,21 @@ def movz_x(rd: int, imm16: int) -> int:
     return 0xD2800000 | imm16 << 5 | rd
 
 
+def ldr_q_imm(rt: int, rn: int, offset: int) -> int:
+    """LDR Qt, [Xn, #offset] (unsigned offset, a multiple of 16)."""
+    assert offset % 16 == 0 and 0 <= offset < 16 * 4096
+    return 0x3DC00000 | (offset // 16) << 10 | rn << 5 | rt
+
+
+def str_q_imm(rt: int, rn: int, offset: int) -> int:
+    """STR Qt, [Xn, #offset] (unsigned offset, a multiple of 16)."""
+    assert offset % 16 == 0 and 0 <= offset < 16 * 4096
+    return 0x3D800000 | (offset // 16) << 10 | rn << 5 | rt
+
+
+MSR_FPCR_XZR = 0xD51B441F  # FPCR = 0: round to nearest, no flush-to-zero, no default NaN (MXCSR 0x1F80's)
+
+
 def msr_nzcv(rt: int) -> int:
     return 0xD51B4200 | rt
 
@@ -85,7 +103,9 @@ def a64_loader(state_address: int) -> bytes:
     """Load guest state from the state block at ``state_address`` and branch to its OFF_ENTRY slot."""
     words = [ldr_x_literal(STATE_REG, 0)]  # patched below: the literal sits after the code
     words += [ldr_x_imm(host, STATE_REG, OFF_GPR + 8 * n) for n, host in enumerate(GPR_HOST)]
+    words += [ldr_q_imm(v, STATE_REG, OFF_XMM + 16 * n) for n, v in enumerate(XMM_HOST)]
     words += [
+        MSR_FPCR_XZR,
         ldr_x_imm(PF_SRC_REG, STATE_REG, OFF_PF_SRC),
         ldr_x_imm(AF_SRC_REG, STATE_REG, OFF_AF_SRC),
         ldr_x_imm(1, STATE_REG, OFF_NZCV),
@@ -102,6 +122,7 @@ def a64_exit_entry(path: int, halt_offset: int) -> bytes:
     """A dispatch or exit_to_runtime entry: record ``path``, spill guest state, branch ``halt_offset`` bytes ahead."""
     words = [movz_x(1, path), str_x_imm(1, STATE_REG, OFF_EXIT_PATH), str_x_imm(0, STATE_REG, OFF_RIP)]
     words += [str_x_imm(host, STATE_REG, OFF_GPR + 8 * n) for n, host in enumerate(GPR_HOST)]
+    words += [str_q_imm(v, STATE_REG, OFF_XMM + 16 * n) for n, v in enumerate(XMM_HOST)]
     words += [
         str_x_imm(PF_SRC_REG, STATE_REG, OFF_PF_SRC),
         str_x_imm(AF_SRC_REG, STATE_REG, OFF_AF_SRC),
@@ -123,12 +144,24 @@ def _rex_w(n: int) -> int:
     return 0x48 | (0x04 if n >= 8 else 0)
 
 
-def x86_loader(image: int, target_slot: int, here: int) -> bytes:
-    """Load GPRs and RFLAGS from ``image`` (16 GPRs, then RFLAGS) and ``jmp [target_slot]``.
+def _movdqu_rip(store: bool, n: int, target: int, at: int) -> bytes:
+    """``movdqu xmmN, [rip+rel32]`` (or the store) placed at ``at``."""
+    rex = b"\x44" if n >= 8 else b""
+    length = 1 + len(rex) + 2 + 1 + 4
+    return (b"\xf3" + rex + (b"\x0f\x7f" if store else b"\x0f\x6f") + bytes([0x05 | (n & 7) << 3])
+            + struct.pack("<i", target - (at + length)))
 
-    ``here`` is the address the stub is placed at (for the RIP-relative jump).
+
+def x86_loader(image: int, target_slot: int, here: int, xmm_image: int, mxcsr_slot: int) -> bytes:
+    """Load XMM0-15 from ``xmm_image``, MXCSR from ``mxcsr_slot``, GPRs and RFLAGS from ``image``
+    (16 GPRs, then RFLAGS) and ``jmp [target_slot]``.
+
+    ``here`` is the address the stub is placed at (for the RIP-relative accesses).
     """
     code = bytearray()
+    for n in range(16):
+        code += _movdqu_rip(False, n, xmm_image + 16 * n, here + len(code))
+    code += b"\x0f\xae\x15" + struct.pack("<i", mxcsr_slot - (here + len(code) + 7))  # ldmxcsr [rip+rel32]
     code += b"\x48\xbc" + struct.pack("<Q", image + 0x80)  # mov rsp, image+0x80
     code += b"\x9d"  # popfq: rsp = image + 0x88
     for n in range(16):
@@ -143,9 +176,11 @@ def x86_loader(image: int, target_slot: int, here: int) -> bytes:
     return bytes(code)
 
 
-def x86_spill(image: int, here: int) -> bytes:
-    """Store GPRs and RFLAGS into ``image`` (same layout as the loader's)."""
+def x86_spill(image: int, here: int, xmm_image: int) -> bytes:
+    """Store XMM0-15 into ``xmm_image``, GPRs and RFLAGS into ``image`` (the loader's layouts)."""
     code = bytearray()
+    for n in range(16):
+        code += _movdqu_rip(True, n, xmm_image + 16 * n, here + len(code))
     for n in range(16):
         # mov [rip + rel32], REG
         rel = image + 8 * n - (here + len(code) + 7)
@@ -161,5 +196,5 @@ def x86_jmp_abs(target_slot: int, here: int) -> bytes:
     return b"\xff\x25" + struct.pack("<i", target_slot - (here + 6))
 
 
-X86_LOADER_INSTRUCTIONS = 1 + 1 + 15 + 1 + 1  # mov rsp; popfq; 15 loads; mov rsp; jmp
-X86_SPILL_INSTRUCTIONS = 16 + 1 + 1  # 16 stores; lea; pushfq
+X86_LOADER_INSTRUCTIONS = 16 + 1 + 1 + 1 + 15 + 1 + 1  # 16 movdqu; ldmxcsr; mov rsp; popfq; 15 loads; mov rsp; jmp
+X86_SPILL_INSTRUCTIONS = 16 + 16 + 1 + 1  # 16 movdqu; 16 stores; lea; pushfq
