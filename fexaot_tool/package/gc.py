@@ -77,7 +77,11 @@ def collect(rootfs_dir: str, cache_dir: str, max_size: int | None = None, dirs: 
         live, elf_files = live_file_ids(rootfs, dirs, memo)
         if not dry_run:
             memo.save()
+        # Reading a cache's header (scan) is an access: with relatime it moves the atime the LRU order
+        # is made of.  So the times are taken first, and put back after gc's own reads.
+        times = _times(cache_dir)
         entries, invalid = scan(cache_dir)
+        _restore_atimes(cache_dir, times)
         removed: list[Removal] = []
         in_use: list[str] = []
 
@@ -108,7 +112,7 @@ def collect(rootfs_dir: str, cache_dir: str, max_size: int | None = None, dirs: 
             survivors.append(entry)
         total = sum(e.cache_size for e in survivors)
         if max_size is not None and total > max_size:
-            by_age = sorted(survivors, key=lambda e: (_atime(os.path.join(cache_dir, e.name)), e.name))
+            by_age = sorted(survivors, key=lambda e: (times.get(e.name, (0, 0))[0], e.name))
             for entry in by_age:
                 if total <= max_size:
                     break
@@ -136,8 +140,23 @@ def _size(path: str) -> int:
         return 0
 
 
-def _atime(path: str) -> int:
-    try:
-        return os.stat(path).st_atime_ns
-    except OSError:
-        return 0
+def _times(cache_dir: str) -> dict[str, tuple[int, int]]:
+    """name -> (atime, mtime) in ns, of every cache file in the directory."""
+    out = {}
+    for name in os.listdir(cache_dir):
+        if name.endswith(".fexcache"):
+            try:
+                st = os.stat(os.path.join(cache_dir, name))
+            except OSError:
+                continue
+            out[name] = (st.st_atime_ns, st.st_mtime_ns)
+    return out
+
+
+def _restore_atimes(cache_dir: str, times: dict[str, tuple[int, int]]) -> None:
+    for name, ns in times.items():
+        try:
+            os.utime(os.path.join(cache_dir, name), ns=ns)
+        except OSError:
+            pass  # gone, or not ours to touch: its order is what it is
+
