@@ -14,7 +14,15 @@ def register(sub) -> None:
                        description="Run PROGRAM with ARGS under the fexaot runtime.  Its exit status, "
                                    "output and file effects are the program's.")
     p.add_argument("--rootfs", metavar="DIR", help="root filesystem (default: / on an x86-64 Linux host)")
-    p.add_argument("--engine", default="x86", choices=("x86",), help="CPU engine (default: x86, the reference)")
+    p.add_argument("--engine", default="x86", choices=("x86", "a64"),
+                   help="CPU engine: x86 (default, the reference) or a64 (translated AArch64 code, docs/a64-engine.md)")
+    p.add_argument("--cache", action="append", default=[], metavar="PATH",
+                   help="a64: a cache file (a bundle such as cache/python3.fexcache); may be repeated")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="a64: a directory of per-module caches named <basename>-<FileId>-<ConfigId>.fexcache")
+    p.add_argument("--no-cache", action="store_true", help="a64: use no cache, translate everything at run time")
+    p.add_argument("--cache-diagnostics", action="store_true",
+                   help="a64: print one line on stderr per cache used or rejected, with the reason")
     p.add_argument("--profile-out", metavar="FILE", help="write which blocks ran, per module (docs/profiles.md)")
     p.add_argument("--stats", metavar="FILE", help="write run statistics as JSON (docs/runtime.md)")
     p.add_argument("program", nargs=argparse.REMAINDER, metavar="-- PROGRAM ARGS",
@@ -53,6 +61,25 @@ def register_run(bench_sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench_run)
 
+    p = bench_sub.add_parser("compare", help="native, x86 engine, a64 JIT only and a64 with a prebuilt cache")
+    p.add_argument("--cache", required=True, metavar="BUNDLE",
+                   help="the prebuilt cache (built first with `scons cache/python3.fexcache`)")
+    p.add_argument("--repeat", type=int, default=3, help="runs per case and variant (default 3)")
+    p.add_argument("--case", action="append", metavar="NAME",
+                   help="cases of `bench run` (default: 'python3 -c pass' and 'python3 import json, re')")
+    p.add_argument("--out", default="bench-compare", metavar="DIR",
+                   help="where report.json, report.md and plot.svg go (default: bench-compare)")
+    p.set_defaults(func=_cmd_bench_compare)
+
+
+def _cmd_bench_compare(args: argparse.Namespace) -> int:
+    from fexaot_tool.runtime.bench_compare import markdown, run_compare
+
+    report = run_compare(args.case, args.cache, args.repeat, args.out)
+    print(markdown(report))
+    print(f"written: {os.path.join(args.out, 'report.json')}, report.md, plot.svg")
+    return 0
+
 
 # -- run -------------------------------------------------------------------------------------
 
@@ -66,8 +93,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         argv = argv[1:]
     if not argv:
         raise FexaotError(None, "no program given (usage: fexaot run [OPTIONS] -- PROGRAM ARGS...)")
+    from fexaot_tool.runtime.a64 import A64Options
+
+    if (args.cache or args.cache_dir or args.no_cache or args.cache_diagnostics) and args.engine != "a64":
+        raise FexaotError(None, "--cache, --cache-dir, --no-cache and --cache-diagnostics need --engine a64")
+    if args.cache_dir and not os.path.isdir(args.cache_dir):
+        raise FexaotError(args.cache_dir, "cache directory does not exist")
+    a64 = A64Options(bundles=tuple(os.path.abspath(p) for p in args.cache),
+                     cache_dir=os.path.abspath(args.cache_dir) if args.cache_dir else None,
+                     use_cache=not args.no_cache, diagnostics=args.cache_diagnostics)
     options = RunOptions(rootfs=args.rootfs or default_rootfs(), engine=args.engine,
-                         profile_out=args.profile_out, stats_out=args.stats)
+                         profile_out=args.profile_out, stats_out=args.stats, a64=a64)
     try:
         return run_program(options, argv).exit_status
     except GuestFault as e:

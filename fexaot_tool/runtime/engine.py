@@ -10,11 +10,15 @@ engine that does not run x86 code natively keeps them in its own state block.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from fexaot_tool.runtime.cpuid import CpuidModel
+
+if TYPE_CHECKING:
+    from fexaot_tool.runtime.modules import ExecRegion
 
 SYSCALL_ARGUMENT_REGISTERS = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
 """The x86-64 Linux system call convention: number in rax, arguments in these, result in rax."""
@@ -101,6 +105,13 @@ class Engine(ABC):
     @abstractmethod
     def take_block_counts(self) -> list[BlockCount]:
         """The counts since the last call (then reset), one entry per (start, size) seen."""
+
+    def executable_mapped(self, region: ExecRegion) -> None:
+        """The guest mapped executable code of ``region`` (an engine with caches installs them here)."""
+
+    def statistics(self) -> Counter[str]:
+        """Engine-specific counters since the last call (then reset), added to ``--stats``."""
+        return Counter()
 
     def close(self) -> None:
         """Release the engine (its mappings of guest memory; never the guest pages themselves)."""

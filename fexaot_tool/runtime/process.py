@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from fexaot_tool.cache.atomic import atomic_write
 from fexaot_tool.profile import encode
 from fexaot_tool.runtime import host
+from fexaot_tool.runtime.a64 import A64Engine, A64Options
 from fexaot_tool.runtime.cpuid import CpuidModel, baseline_model
 from fexaot_tool.runtime.engine import Engine, EngineFault
 from fexaot_tool.runtime.errors import GuestError, GuestFault, UnsupportedSystemCallError
@@ -37,7 +38,7 @@ from fexaot_tool.runtime.profiler import BlockProfiler
 from fexaot_tool.runtime.stats import RunRecord, part_path
 from fexaot_tool.runtime.x86 import X86Engine
 
-ENGINES: dict[str, type[Engine]] = {X86Engine.name: X86Engine}
+ENGINES: dict[str, type[Engine]] = {X86Engine.name: X86Engine, A64Engine.name: A64Engine}
 
 # clone(2) flags (<linux/sched.h>).
 CLONE_FLAGS = {
@@ -71,6 +72,7 @@ class RunOptions:
     engine: str = "x86"
     profile_out: str | None = None
     stats_out: str | None = None
+    a64: A64Options = A64Options()  # caches and diagnostics of the a64 engine
 
     @property
     def counting(self) -> bool:
@@ -165,7 +167,10 @@ class GuestProcess:
         return f"{address:#x} ({region.module.name}+{vaddr:#x})"
 
     def _start_image(self, prepared: PreparedExec) -> None:
-        self.engine = ENGINES[self.options.engine](self.cpuid, self.kernel.dispatch)
+        if self.options.engine == A64Engine.name:
+            self.engine = A64Engine(self.cpuid, self.kernel.dispatch, self.options.a64, self.module_map)
+        else:
+            self.engine = ENGINES[self.options.engine](self.cpuid, self.kernel.dispatch)
         if self.options.counting:
             self.engine.enable_block_counting()
         self.program = prepared.program.guest_path
@@ -178,6 +183,7 @@ class GuestProcess:
             return
         self.memory.unmap_all()
         self.module_map.clear()
+        self.record.engine.update(self.engine.statistics())
         self.engine.close()
         self.engine = None  # type: ignore[assignment]
         self.kernel.after_exec()
@@ -195,6 +201,8 @@ class GuestProcess:
         """Attribute the last counts, take in the children's records, write the outputs."""
         if self.engine is not None and self.options.counting:
             self.profiler.collect(self.engine)
+        if self.engine is not None:
+            self.record.engine.update(self.engine.statistics())
         self.record.syscalls.update(self.kernel.counts_by_name())
         self.kernel.counts.clear()
         self._adopt_children()
@@ -267,6 +275,7 @@ class GuestProcess:
         self.is_forked_child = True
         self.children = []
         self.engine.take_block_counts()
+        self.engine.statistics()
         self.record = self.profiler.record = RunRecord()
         self.kernel.counts.clear()
         if child_stack:
@@ -295,6 +304,12 @@ class GuestProcess:
         self.engine.map(mapping.start, mapping.end - mapping.start, engine_perms(mapping.prot))
         if mapping.executable:
             self.module_map.add(mapping)
+            self._executable_mapped(mapping.start)
+
+    def _executable_mapped(self, start: int) -> None:
+        found = self.module_map.lookup(start)
+        if found is not None:
+            self.engine.executable_mapped(found[0])
 
     def unmapping(self, mapping: Mapping) -> None:
         if mapping.executable:
@@ -307,6 +322,7 @@ class GuestProcess:
             self.module_map.remove(before.start, before.end)
         if prot & host.PROT_EXEC:
             self.module_map.add(Mapping(before.start, before.end, prot, before.backing, before.label))
+            self._executable_mapped(before.start)
 
 
 def run_program(options: RunOptions, argv: list[str], environ: dict[bytes, bytes] | None = None) -> RunResult:

@@ -17,6 +17,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 
+from fexaot_tool.cache.reader import REJECT_REASONS as _REJECT_REASONS
 from fexaot_tool.profile import Profile, make_module, make_profile
 
 STATS_FORMAT = "fexaot-run-stats"
@@ -53,6 +54,7 @@ class RunRecord:
     processes: int = 1
     execs: int = 0
     unattributed: int = 0
+    engine: Counter[str] = field(default_factory=Counter)  # engine-specific counters (the a64 engine's)
 
     def add_module(self, module: ModuleRecord) -> None:
         mine = self.modules.get(module.key)
@@ -70,6 +72,7 @@ class RunRecord:
         self.processes += other.processes
         self.execs += other.execs
         self.unattributed += other.unattributed
+        self.engine.update(other.engine)
 
     def profile(self) -> Profile:
         return make_profile(make_module(m.file_id, m.content_hash, m.name, m.blocks)
@@ -108,6 +111,7 @@ class RunRecord:
                 "instructions": m.instructions,
             } for m in modules],
             "system_calls": dict(sorted(self.syscalls.items(), key=lambda kv: (-kv[1], kv[0]))),
+            **({"a64": a64_section(self.engine)} if engine == "a64" else {}),
         }
 
     # -- hand-over from a forked child to its parent -----------------------------------------
@@ -119,6 +123,7 @@ class RunRecord:
             "processes": self.processes,
             "execs": self.execs,
             "unattributed": self.unattributed,
+            "engine": dict(self.engine),
             "modules": [{
                 "name": m.name, "guest_path": m.guest_path, "host_path": m.host_path, "file_id": m.file_id,
                 "content_hash": m.content_hash.hex() if m.content_hash else None, "load_base": m.load_base,
@@ -131,13 +136,48 @@ class RunRecord:
         doc = json.loads(data)
         if doc.get("format") != _PART_FORMAT:
             raise ValueError("not a run part file")
-        record = cls(Counter(doc["syscalls"]), {}, doc["processes"], doc["execs"], doc["unattributed"])
+        record = cls(Counter(doc["syscalls"]), {}, doc["processes"], doc["execs"], doc["unattributed"],
+                     Counter(doc.get("engine", {})))
         for m in doc["modules"]:
             record.add_module(ModuleRecord(
                 m["name"], m["guest_path"], m["host_path"], m["file_id"],
                 bytes.fromhex(m["content_hash"]) if m["content_hash"] else None, m["load_base"],
                 Counter({v: c for v, c in m["blocks"]}), m["instructions"]))
         return record
+
+
+def a64_section(counters: Counter[str]) -> dict:
+    """The ``a64`` part of the statistics: where guest instructions ran, translation and cache costs, misses.
+
+    Instructions from cache and JIT are counted by the block stubs (one counter
+    per installed block, times the block's instruction count); fallback
+    instructions by the runtime as it runs them on the x86 engine.
+    """
+    sources = {s: {"blocks": int(counters.get(f"{s}_blocks", 0)),
+                   "instructions": int(counters.get(f"{s}_instructions", 0))} for s in ("cache", "jit", "fallback")}
+    total = sum(s["instructions"] for s in sources.values())
+    for s in sources.values():
+        s["share"] = round(s["instructions"] / total, 6) if total else 0.0
+    exits = int(counters.get("exits_to_runtime", 0))
+    return {
+        "executed": sources,
+        "guest_instructions": total,
+        "exits_to_runtime": exits,
+        "exits_per_million_instructions": round(exits * 1e6 / total, 1) if total else None,
+        "exits_by_reason": {k[5:]: int(v) for k, v in sorted(counters.items()) if k.startswith("exit.")},
+        "misses_by_reason": {k[5:]: int(v) for k, v in sorted(counters.items()) if k.startswith("miss.")},
+        "jit": {"translations": int(counters.get("jit_translations", 0)),
+                "seconds": round(counters.get("jit_seconds", 0.0), 6)},
+        "cache": {"load_seconds": round(counters.get("cache_load_seconds", 0.0), 6),
+                  "modules_loaded": int(counters.get("cache_modules_loaded", 0)),
+                  "blocks_installed": int(counters.get("cache_blocks_installed", 0)),
+                  "rejected": {k[6:]: int(v) for k, v in sorted(counters.items())
+                               if k.startswith("cache_") and k[6:] in _REJECT_REASONS}},
+        "exits_linked": int(counters.get("exits_linked", 0)),
+        "self_modifying_code": {"pages_write_protected": int(counters.get("pages_write_protected", 0)),
+                                "code_page_writes": int(counters.get("code_page_writes", 0)),
+                                "jit_blocks_invalidated": int(counters.get("jit_blocks_invalidated", 0))},
+    }
 
 
 def part_path(target: str, pid: int) -> str:
