@@ -42,7 +42,18 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         # runs (a half-updated install): refuse rather than mislabel a cache.
         raise FexaotError(args.output, f"ConfigId mismatch: the build expects {args.config_id}, "
                                        f"this fexaot computes {config_id(config):016x}")
-    compile_file(args.file, args.output, config, Filter.from_label(args.filter), display_name=args.name)
+    filter = Filter.from_label(args.filter)
+    profile = None
+    if filter == Filter.SPEED_PROFILE:
+        from fexaot_tool.profile import read_profile
+
+        if not args.profile:
+            raise FexaotError(args.file, "--filter speed-profile needs --profile FILE (a fexaot profile)")
+        profile = read_profile(args.profile)  # a damaged file is one line naming it
+    elif args.profile:
+        raise FexaotError(args.profile, f"--profile is read only by --filter speed-profile, not {args.filter}")
+    compile_file(args.file, args.output, config, filter, display_name=args.name, profile=profile,
+                 hot_threshold=args.hot_threshold)
     return 0
 
 
@@ -122,14 +133,28 @@ def _cmd_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def register(sub) -> None:
     from fexaot_tool.cache.format import Filter
+    from fexaot_tool.profile.hotset import DEFAULT_HOT_THRESHOLD
 
     p = sub.add_parser("compile", help="build the per-object cache of one ELF file")
     p.add_argument("file", help="the ELF file (a host path)")
     p.add_argument("-o", "--output", required=True, help="the cache file to write")
     p.add_argument("--filter", choices=[f.label for f in Filter], default="speed",
                    help="which blocks the cache holds (default: speed)")
+    p.add_argument("--profile", metavar="FILE",
+                   help="speed-profile: the profile whose hot blocks to translate (fexaot run --profile-out, "
+                        "fexaot profile merge)")
+    p.add_argument("--hot-threshold", type=_positive, default=DEFAULT_HOT_THRESHOLD, metavar="N",
+                   help=f"speed-profile: a block is hot if the profile saw it run at least N times "
+                        f"(default: {DEFAULT_HOT_THRESHOLD})")
     p.add_argument("--name", help="how to name the file in messages (e.g. its path inside the rootfs)")
     p.add_argument("--config-id", help="fail unless the options give this ConfigId (hex); the build graph passes it")
     add_config_arguments(p)

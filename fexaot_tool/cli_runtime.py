@@ -51,6 +51,10 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_profile_recall)
 
+    from fexaot_tool import cli_profile_fex
+
+    cli_profile_fex.register(profile_sub)
+
 
 def register_run(bench_sub) -> None:
     """``fexaot bench run``: slowdown of the runtime against native execution."""

@@ -5,28 +5,50 @@ two produce byte-identical files.  The steps: read and check the ELF file,
 compute its identity (:mod:`fexaot_tool.cache.key`), find its blocks
 (:mod:`fexaot_tool.discover`), translate the blocks the filter selects
 (:mod:`fexaot_tool.translate`) and write the module.  Every filter keeps the
-codemap; ``speed`` translates every codemap block into BLOCK_INDEX,
-RELOCATIONS, UNTRANSLATABLE, STRINGS and CODE.  ``speed-profile`` has no
-profile input yet and ``verify`` never has code, so both write the codemap only.
+codemap.  ``verify`` translates nothing; ``speed`` translates every codemap
+block; ``speed-profile`` translates the blocks a profile saw run at least
+``hot_threshold`` times and the blocks statically reachable from them inside
+their function (:func:`select_profile_blocks`), and marks both kinds in the
+CODEMAP section's ``flags`` (:data:`PROFILE_HOT`, :data:`PROFILE_REACHED`).
 """
 
 from __future__ import annotations
 
+import bisect
 import os
+from dataclasses import dataclass
+
+import iced_x86
 
 from fexaot_tool.cache.format import (
     BlockIndexEntry, CodemapEntry, ElfFacts, Filter, Relocation, SectionKind, Untranslatable, pack_section,
 )
-from fexaot_tool.cache.key import TranslatorConfig, config_id, identity_of_bytes
+from fexaot_tool.cache.key import ModuleIdentity, TranslatorConfig, config_id, identity_of_bytes
 from fexaot_tool.cache.writer import ModuleImage, write_cache
-from fexaot_tool.discover import Codemap, ElfImage, codemap_of_image
+from fexaot_tool.discover import Codemap, ElfImage, Flag, codemap_of_image
+from fexaot_tool.discover.ehframe import read_fdes
+from fexaot_tool.discover.flow import TRANSFER_FACTS, Transfer, transfer_of
+from fexaot_tool.errors import FexaotError
+from fexaot_tool.profile import ModuleProfile, Profile
+from fexaot_tool.profile.hotset import DEFAULT_HOT_THRESHOLD
 from fexaot_tool.translate import BlockRequest, GuestCode, ModuleTranslation, translate_module
 
+# CODEMAP ``flags`` bits set by the compiler (never by discovery, whose Flag
+# bits are 0-15): why a speed-profile cache holds a block.
+PROFILE_HOT = 1 << 30  # a profile saw the block run at least hot_threshold times
+PROFILE_REACHED = 1 << 29  # statically reachable from a PROFILE_HOT block inside the same function
+COMPILER_FLAGS = PROFILE_HOT | PROFILE_REACHED
 
-def codemap_section(codemap: Codemap, image_base: int) -> bytes:
-    """The CODEMAP section: the codemap's blocks with starts relative to the image base."""
+
+
+def codemap_section(codemap: Codemap, image_base: int, marks: dict[int, int] | None = None) -> bytes:
+    """The CODEMAP section: the codemap's blocks with starts relative to the image base.
+
+    ``marks`` adds compiler flag bits per block start (virtual address).
+    """
+    marks = marks or {}
     return pack_section(SectionKind.CODEMAP, (
-        CodemapEntry(b.start - image_base, b.length, b.instructions, b.reasons, b.flags)
+        CodemapEntry(b.start - image_base, b.length, b.instructions, b.reasons, b.flags | marks.get(b.start, 0))
         for b in codemap.blocks
     ))
 
@@ -65,27 +87,182 @@ def translation_sections(translation: ModuleTranslation, image_base: int) -> dic
     }
 
 
+# --- speed-profile: which blocks ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProfileSelection:
+    """The blocks speed-profile translates (codemap block starts, virtual addresses)."""
+
+    hot: frozenset[int]  # a profile saw them run at least hot_threshold times
+    reached: frozenset[int]  # statically reachable from hot blocks in their function, not hot themselves
+    unmatched: int  # hot profile addresses inside no codemap block
+
+    @property
+    def blocks(self) -> frozenset[int]:
+        return self.hot | self.reached
+
+    def marks(self) -> dict[int, int]:
+        marks = dict.fromkeys(self.reached, PROFILE_REACHED)
+        marks.update(dict.fromkeys(self.hot, PROFILE_HOT))
+        return marks
+
+
+def function_ids(codemap: Codemap, fde_ranges: list[tuple[int, int]]) -> list[int]:
+    """A function number per codemap block (same order): what static reachability may not leave.
+
+    A function is an FDE range (overlapping ranges merged, as the codemap's sweep
+    merges them).  Code outside every FDE range (PLT stubs, ``_start``, files
+    without ``.eh_frame``) is split into regions: maximal runs of codemap blocks
+    outside the FDE ranges where each block starts where the previous one ends.
+    """
+    merged: list[list[int]] = []
+    for begin, end in sorted(fde_ranges):
+        if merged and begin < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([begin, end])
+    starts = [r[0] for r in merged]
+    ids: list[int] = []
+    region = -1
+    previous_end = None
+    for block in codemap.blocks:
+        i = bisect.bisect_right(starts, block.start) - 1
+        if i >= 0 and block.start < merged[i][1]:
+            ids.append(i)
+            previous_end = None
+            continue
+        if block.start != previous_end:
+            region -= 1  # negative numbers: regions outside FDEs
+        ids.append(region)
+        previous_end = block.end
+    return ids
+
+
+def _successors(image: ElfImage, start: int, length: int, flags: int) -> list[int]:
+    """Where control goes after a block, calls left out: a direct jump or branch target, the fall-through."""
+    data = image.read(start, length)
+    if not data:
+        return []
+    last = None
+    for last in iced_x86.Decoder(64, data, ip=start):
+        pass
+    if last is None:
+        return []
+    transfer = transfer_of(last)
+    facts = TRANSFER_FACTS[transfer]
+    out = []
+    if facts.has_target and transfer in (Transfer.JUMP, Transfer.BRANCH, Transfer.XBEGIN):
+        out.append(last.near_branch_target)
+    if facts.falls_through and not flags & (Flag.NO_RETURN_CALL | Flag.UNDECODABLE_END):
+        out.append(start + length)
+    return out
+
+
+def select_profile_blocks(image: ElfImage, codemap: Codemap, counts: dict[int, int] | tuple[tuple[int, int], ...],
+                          hot_threshold: int = DEFAULT_HOT_THRESHOLD,
+                          fde_ranges: list[tuple[int, int]] | None = None) -> ProfileSelection:
+    """The speed-profile blocks of one module, given its profile counts ({vaddr: executions}).
+
+    Hot: the codemap block holding each profile address executed at least
+    ``hot_threshold`` times (an engine may start a block inside a codemap block,
+    e.g. after a page boundary; the codemap block then counts as executed).
+    Reached: codemap blocks reachable from hot ones through direct jumps,
+    conditional branches (both ways) and fall-through (also to a call's return
+    address), never into a callee nor through an indirect jump, and never out of
+    the hot block's function (:func:`function_ids`).
+    """
+    if fde_ranges is None:
+        fde_ranges = _fde_ranges(image)
+    blocks = codemap.blocks
+    starts = [b.start for b in blocks]
+    index_of = {s: i for i, s in enumerate(starts)}
+    items = counts.items() if isinstance(counts, dict) else counts
+    hot: set[int] = set()
+    unmatched = 0
+    for vaddr, count in items:
+        if count < hot_threshold:
+            continue
+        i = bisect.bisect_right(starts, vaddr) - 1
+        if i >= 0 and vaddr < blocks[i].end:
+            hot.add(i)
+        else:
+            unmatched += 1
+    if not hot:
+        return ProfileSelection(frozenset(), frozenset(), unmatched)
+    functions = function_ids(codemap, fde_ranges)
+    seen = set(hot)
+    work = sorted(hot)
+    while work:
+        i = work.pop()
+        b = blocks[i]
+        for target in _successors(image, b.start, b.length, b.flags):
+            j = index_of.get(target)
+            if j is not None and j not in seen and functions[j] == functions[i]:
+                seen.add(j)
+                work.append(j)
+    return ProfileSelection(frozenset(starts[i] for i in hot), frozenset(starts[i] for i in seen - hot), unmatched)
+
+
+def _fde_ranges(image: ElfImage) -> list[tuple[int, int]]:
+    try:
+        fdes, _ = read_fdes(image)
+    except FexaotError:
+        return []  # the codemap degraded the same way: everything is "outside FDEs"
+    return [(f.pc_begin, f.pc_end) for f in fdes]
+
+
+def module_profile_for(profile: Profile | None, identity: ModuleIdentity, name: str) -> ModuleProfile | None:
+    """The profile of the module with this identity, if the profile has one."""
+    if profile is None:
+        return None
+    module = profile.module(identity.file_id)
+    if module is not None and module.content_hash != identity.content_hash:
+        raise FexaotError(name, f"the profile's module {module.name} has FileId {identity.file_id:016x} but "
+                                f"another content hash ({module.content_hash.hex()})")
+    return module
+
+
+# --- compile ---------------------------------------------------------------------
+
+
 def compile_module(host_path: str, display_name: str | None = None, config: TranslatorConfig | None = None,
-                   filter: Filter = Filter.VERIFY) -> ModuleImage:
-    """The module image of one ELF file (``display_name`` names it in errors)."""
+                   filter: Filter = Filter.VERIFY, profile: Profile | None = None,
+                   hot_threshold: int = DEFAULT_HOT_THRESHOLD) -> ModuleImage:
+    """The module image of one ELF file (``display_name`` names it in errors).
+
+    ``profile`` is read only by ``Filter.SPEED_PROFILE``; a module it does not
+    mention (or no profile) gets the codemap and no code, like ``verify``.
+    """
     # One read of the file: identity, codemap and guest code all come from the
     # same bytes, even if the file is replaced while it is compiled.
     image = ElfImage(host_path, display_name or host_path)
     identity = identity_of_bytes(image.data)
     facts = ElfFacts.from_elf(image.info)
     codemap = codemap_of_image(image)
-    sections = {SectionKind.CODEMAP: codemap_section(codemap, facts.image_base)}
+    requests = None
+    marks = None
     if filter == Filter.SPEED:
+        requests = [BlockRequest(b.start, b.length) for b in codemap.blocks]
+    elif filter == Filter.SPEED_PROFILE:
+        module = module_profile_for(profile, identity, display_name or host_path)
+        if module is not None and module.blocks:
+            selection = select_profile_blocks(image, codemap, module.blocks, hot_threshold)
+            chosen = selection.blocks
+            requests = [BlockRequest(b.start, b.length) for b in codemap.blocks if b.start in chosen]
+            marks = selection.marks()
+    sections = {SectionKind.CODEMAP: codemap_section(codemap, facts.image_base, marks)}
+    if requests:
         config = config or TranslatorConfig()
-        translation = translate_module(guest_code(image, facts.image_base),
-                                       (BlockRequest(b.start, b.length) for b in codemap.blocks),
-                                       memory_order=config.memory_order)
+        translation = translate_module(guest_code(image, facts.image_base), requests,
+                                       memory_order=config.memory_order, features=config.cpu_features)
         sections.update(translation_sections(translation, facts.image_base))
     return ModuleImage(identity=identity, name=os.path.basename(host_path), facts=facts, sections=sections)
 
 
 def compile_file(host_path: str, output: str, config: TranslatorConfig, filter: Filter,
-                 display_name: str | None = None) -> None:
+                 display_name: str | None = None, profile: Profile | None = None,
+                 hot_threshold: int = DEFAULT_HOT_THRESHOLD) -> None:
     """Write the per-object cache of ``host_path`` to ``output`` (atomically)."""
-    image = compile_module(host_path, display_name, config, filter)
+    image = compile_module(host_path, display_name, config, filter, profile, hot_threshold)
     write_cache(output, config_id(config), filter, [image])

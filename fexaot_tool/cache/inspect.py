@@ -42,14 +42,24 @@ class Coverage:
     code_bytes: int
     reasons: tuple[tuple[str, int], ...]  # untranslatable reasons, most frequent first
     details: tuple[tuple[str, int], ...]  # the most frequent stopping instructions (mnemonic)
+    # Blocks stopped by an instruction that needs a CPUID feature the guest is not told about
+    # (extension-not-advertised): code the guest does not run, counted apart.
+    extension_blocks: int = 0
 
     @property
     def percent_in_full(self) -> float:
         return 100.0 * self.in_full / self.codemap_blocks if self.codemap_blocks else 0.0
 
+    @property
+    def percent_in_full_advertised(self) -> float:
+        """Blocks translated in full among those whose instructions the CPUID model advertises."""
+        reachable = self.codemap_blocks - self.extension_blocks
+        return 100.0 * self.in_full / reachable if reachable else 0.0
+
 
 def coverage(module: CachedModule) -> Coverage:
     from fexaot_tool.translate import REASON_NAMES
+    from fexaot_tool.translate.builder import REASON_EXTENSION
 
     codemap = {e.start: e.instruction_count for e in module.records(SectionKind.CODEMAP)}
     translated = {e.guest_offset for e in module.records(SectionKind.BLOCK_INDEX)}
@@ -57,15 +67,17 @@ def coverage(module: CachedModule) -> Coverage:
     partial: set[int] = set()
     reasons: Counter[str] = Counter()
     details: Counter[str] = Counter()
+    extension = 0
     for u in module.records(SectionKind.UNTRANSLATABLE):
         partial.add(u.guest_offset)
         reasons[REASON_NAMES.get(u.reason, str(u.reason))] += 1
+        extension += u.reason == REASON_EXTENSION
         text = strings[u.detail_offset:u.detail_offset + u.detail_size].decode("utf-8", "replace")
         details[text.split(" ")[0] if text else "?"] += 1
     in_full = translated - partial
     return Coverage(len(codemap), len(translated), len(in_full), sum(codemap.values()),
                     sum(codemap.get(s, 0) for s in in_full), module.section_info(SectionKind.CODE).size,
-                    tuple(reasons.most_common()), tuple(details.most_common(15)))
+                    tuple(reasons.most_common()), tuple(details.most_common(15)), extension)
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,10 @@ class ModuleSummary:
     region_size: int
     sections: tuple[SectionSummary, ...]
     coverage: Coverage
+    # speed-profile: codemap blocks the compiler chose because a profile saw them run
+    # (PROFILE_HOT) and because they are reachable from those inside their function.
+    from_profile: int = 0
+    from_reachability: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,13 +113,18 @@ class CacheSummary:
 
 def summarize(cache: CacheFile, *, verified: bool = False) -> CacheSummary:
     """Summarize every module (each module's region checksum is checked on the way)."""
+    from fexaot_tool.cache.compile import PROFILE_HOT, PROFILE_REACHED
+
     modules = []
     for m in (cache.module(e.file_id) for e in cache.modules):
         sections = tuple(SectionSummary(s.kind, s.size, s.count) for s in m.sections)
         e = m.entry
+        flags = [c.flags for c in m.records(SectionKind.CODEMAP)]
         modules.append(ModuleSummary(m.name, e.file_id, e.content_hash, e.file_size, m.facts.e_type,
                                      m.facts.e_entry, m.facts.image_base, m.facts.build_id,
-                                     e.region_offset, e.region_size, sections, coverage(m)))
+                                     e.region_offset, e.region_size, sections, coverage(m),
+                                     sum(1 for f in flags if f & PROFILE_HOT),
+                                     sum(1 for f in flags if f & PROFILE_REACHED)))
     return CacheSummary(cache.path, cache.format_version, cache.config_id, cache.filter.label,
                         cache.file_size, verified, tuple(modules))
 
@@ -130,11 +151,14 @@ def as_json(summary: CacheSummary) -> dict:
                 "region_offset": m.region_offset,
                 "region_size": m.region_size,
                 "sections": {s.kind.label: {"bytes": s.size, "entries": s.entries} for s in m.sections},
+                "selected_blocks": {"from_profile": m.from_profile, "from_reachability": m.from_reachability},
                 "coverage": {
                     "codemap_blocks": m.coverage.codemap_blocks,
                     "translated": m.coverage.translated,
                     "in_full": m.coverage.in_full,
                     "percent_in_full": round(m.coverage.percent_in_full, 2),
+                    "extension_not_advertised_blocks": m.coverage.extension_blocks,
+                    "percent_in_full_advertised": round(m.coverage.percent_in_full_advertised, 2),
                     "codemap_instructions": m.coverage.codemap_instructions,
                     "instructions_in_full": m.coverage.instructions_in_full,
                     "code_bytes": m.coverage.code_bytes,
@@ -165,16 +189,28 @@ def render(summary: CacheSummary, console: Console) -> None:
         )
         table.add_row(m.name, f"{m.file_id:016x}", f"{m.file_size:,}", sections)
     console.print(table)
+    if summary.filter == "speed-profile":
+        chosen = Table(title="speed-profile: blocks chosen (from profiles / statically reachable in their function)",
+                       box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        for column in ("module", "codemap blocks", "from profile", "reachable", "chosen", "%"):
+            chosen.add_column(column, justify="left" if column == "module" else "right")
+        for m in summary.modules:
+            total = m.from_profile + m.from_reachability
+            share = 100.0 * total / m.coverage.codemap_blocks if m.coverage.codemap_blocks else 0.0
+            chosen.add_row(m.name, f"{m.coverage.codemap_blocks:,}", f"{m.from_profile:,}",
+                           f"{m.from_reachability:,}", f"{total:,}", f"{share:.1f}")
+        console.print(chosen)
     if any(m.coverage.translated for m in summary.modules):
         cov = Table(title="translation coverage (blocks translated in full / codemap blocks)", box=box.SIMPLE_HEAD,
                     show_edge=False, pad_edge=False)
-        for column in ("module", "blocks", "in full", "%", "partial", "none", "untranslatable reasons (ranked)"):
+        for column in ("module", "blocks", "in full", "%", "% advertised", "partial", "none",
+                       "untranslatable reasons (ranked)"):
             cov.add_column(column, justify="left" if column in ("module", "untranslatable reasons (ranked)")
                            else "right")
         for m in summary.modules:
             c = m.coverage
             cov.add_row(m.name, f"{c.codemap_blocks:,}", f"{c.in_full:,}", f"{c.percent_in_full:.1f}",
-                        f"{c.translated - c.in_full:,}", f"{c.codemap_blocks - c.translated:,}",
+                        f"{c.percent_in_full_advertised:.1f}", f"{c.translated - c.in_full:,}", f"{c.codemap_blocks - c.translated:,}",
                         ", ".join(f"{name} {n:,}" for name, n in c.reasons))
         console.print(cov)
 

@@ -9,6 +9,10 @@ What it builds, from what, how:
 - ``FexaotBundle``: ``$FEXAOT_OUT/<name>.fexcache`` from the per-object caches of a
   program and its whole dependency closure, by ``fexaot bundle``.  A library's
   cache is built once and shared by every bundle that needs it.
+- ``FILTER=speed-profile``: the object's second source is its hot-set snapshot
+  ``$FEXAOT_OUT/profiles/<path in rootfs>.fexprof`` (``FexaotHotSet``, made from
+  the profile files of ``PROFILE_DIR`` and the targets' ``profiles``), and the
+  compile reads it: see :mod:`.profiles`.
 - ``PACKAGE=...`` sets, ``install`` (lookup-named caches and an index in
   ``$INSTALL_DIR``), ``deb`` and ``tarball``: see :mod:`.packaging`.
 
@@ -40,9 +44,12 @@ if PROJECT_ROOT not in sys.path:
 
 from fexaot_tool.cache.key import FileIdCache, TranslatorConfig, config_id  # noqa: E402
 from fexaot_tool.errors import FexaotError  # noqa: E402
+from fexaot_tool.profile.hotset import (  # noqa: E402
+    DEFAULT_HOT_THRESHOLD, DEFAULT_MIN_NEW_BLOCKS, DEFAULT_MIN_NEW_PERCENT,
+)
 from fexaot_tool.package.debian import DEFAULT_MAINTAINER, DEFAULT_SOURCE_DATE_EPOCH  # noqa: E402
 
-from . import packaging, targets  # noqa: E402
+from . import packaging, profiles, targets  # noqa: E402
 from .graph import FexaotGraph  # noqa: E402
 from .progress import BuildProgress  # noqa: E402
 
@@ -55,6 +62,13 @@ _COMPILE = (
     "--config-id $FEXAOT_CONFIG_ID --memory-order $MEMORY_ORDER --filter $FILTER "
     "$( --name ${SOURCE.attributes.guest_path} -o $TARGET $SOURCE $)"
 )
+# speed-profile: the snapshot (second source) is a host path; the threshold it was
+# made with is in the signature (the snapshot's content says the rest).
+_COMPILE_PROFILED = (
+    "$( $FEXAOT_PYTHON -m fexaot_tool compile $) "
+    "--config-id $FEXAOT_CONFIG_ID --memory-order $MEMORY_ORDER --filter speed-profile --hot-threshold $HOT_THRESHOLD "
+    "$( --name ${SOURCE.attributes.guest_path} --profile ${SOURCES[1]} -o $TARGET $SOURCE $)"
+)
 # A bundle is a byte copy of its objects' regions: its sources' signatures say it all.
 _BUNDLE = "$( $FEXAOT_PYTHON -m fexaot_tool bundle -o $TARGET $SOURCES $)"
 
@@ -66,6 +80,11 @@ object_builder = SCons.Builder.Builder(
     action=SCons.Action.Action(_COMPILE, cmdstr="$FEXAOT_COMPILE_COMSTR"),
     suffix=".fexcache",
     single_source=True,
+    **_NO_INTERPRETER_DEPENDENCY,
+)
+profiled_object_builder = SCons.Builder.Builder(
+    action=SCons.Action.Action(_COMPILE_PROFILED, cmdstr="$FEXAOT_COMPILE_COMSTR"),
+    suffix=".fexcache",
     **_NO_INTERPRETER_DEPENDENCY,
 )
 bundle_builder = SCons.Builder.Builder(
@@ -86,14 +105,16 @@ def _graph(env) -> FexaotGraph:
         rootfs = env.subst("$ROOTFS")
         out = env.Dir("$FEXAOT_OUT")
         fileids = FileIdCache(os.path.join(out.abspath, ".fexaot-fileids"))
-        graph = FexaotGraph(env, rootfs, out, fileids, env["FEXAOT_PROGRESS"])
+        graph = FexaotGraph(env, rootfs, out, fileids, env["FEXAOT_PROGRESS"], env["FEXAOT_PROFILE_INPUTS"])
         env["_FEXAOT_GRAPH"] = graph
+        if env.get("PROFILE_DIR"):
+            graph.add_profile_dir(env.Dir("$PROFILE_DIR").abspath, "PROFILE_DIR")
     return graph
 
 
-def FexaotApp(env, name: str, program: str | None = None):
+def FexaotApp(env, name: str, program: str | None = None, filter: str | None = None):
     """Bundle ``$FEXAOT_OUT/<name>.fexcache`` for ``program`` (default: ``name`` on PATH)."""
-    return _graph(env).app(name, program or name)
+    return _graph(env).app(name, program or name, filter)
 
 
 def FexaotObjectFor(env, guest_path: str):
@@ -122,9 +143,14 @@ def FexaotTargets(env, targets_dir: str, requested: list[str]) -> list:
     return defaults
 
 
-def FexaotSet(env, name: str, dirs: list[str]):
+def FexaotSet(env, name: str, dirs: list[str], filter: str | None = None):
     """Per-object caches for every x86-64 ELF file under ``dirs``; alias ``name``."""
-    return _graph(env).file_set(name, dirs)
+    return _graph(env).file_set(name, dirs, filter)
+
+
+def FexaotProfileDir(env, path: str, named_by: str):
+    """Read the ``*.fexprof`` files of ``path`` too (before any target is declared)."""
+    _graph(env).add_profile_dir(path, named_by)
 
 
 def FexaotFinish(env) -> None:
@@ -145,6 +171,10 @@ def generate(env) -> None:
         FEXAOT_BUNDLE_COMSTR="${FEXAOT_PROGRESS.line('bundle', TARGET, TARGET)}",
         PACKAGE="",
         INSTALL_DIR="$FEXAOT_OUT/installed",
+        PROFILE_DIR="",
+        HOT_THRESHOLD=DEFAULT_HOT_THRESHOLD,
+        MIN_NEW_BLOCKS=DEFAULT_MIN_NEW_BLOCKS,
+        MIN_NEW_PERCENT=DEFAULT_MIN_NEW_PERCENT,
         SOURCE_DATE_EPOCH=os.environ.get("SOURCE_DATE_EPOCH", DEFAULT_SOURCE_DATE_EPOCH),
         DEB_MAINTAINER=DEFAULT_MAINTAINER,
     )
@@ -156,14 +186,17 @@ def generate(env) -> None:
         except FexaotError as e:
             raise SCons.Errors.UserError(str(e)) from None
     env["FEXAOT_PROGRESS"] = BuildProgress()
+    env["FEXAOT_PROFILE_INPUTS"] = profiles.ProfileInputs()
     env["FEXAOT_CONFIG_ID"] = f"{config_id(_config(env)):016x}"
     # The subprocess must import the same fexaot_tool as this tool did.
     env["ENV"]["PYTHONPATH"] = os.pathsep.join(filter(None, [PROJECT_ROOT, env["ENV"].get("PYTHONPATH")]))
-    env.Append(BUILDERS={"FexaotObject": object_builder, "FexaotBundle": bundle_builder,
+    env.Append(BUILDERS={"FexaotObject": object_builder, "FexaotProfiledObject": profiled_object_builder,
+                         "FexaotHotSet": profiles.hot_set_builder, "FexaotBundle": bundle_builder,
                          "FexaotInstall": packaging.install_builder, "FexaotIndex": packaging.index_builder,
                          "FexaotDeb": packaging.deb_builder, "FexaotTarball": packaging.tarball_builder})
     env.AddMethod(FexaotApp)
     env.AddMethod(FexaotSet)
+    env.AddMethod(FexaotProfileDir)
     env.AddMethod(FexaotObjectFor)
     env.AddMethod(FexaotTargets)
 

@@ -106,7 +106,7 @@ def declare(env, graph, requested_aliases: list[str]) -> list:
         except FexaotError as e:
             raise SCons.Errors.UserError(str(e)) from None
         for package in installed:
-            nodes = [graph.object_target(path) for path in package.elf_files]
+            nodes = [graph.object_target(path, None, f"package {package.name}") for path in package.elf_files]
             sets[package] = nodes
             env.Alias(f"package-{package.name}", nodes)
     if "install" in requested_aliases:

@@ -13,6 +13,15 @@ one per-object cache each, built by ``scons <name>``::
     [set]
     dirs = ["/usr"]
 
+Either table may also say::
+
+    filter = "speed-profile"   # this target's compiler filter (FILTER= on the command line wins)
+    profiles = "profiles/app"  # a directory of *.fexprof files (relative to the project's top)
+
+Every target file's ``profiles`` directory is read whatever is requested:
+profiles are per module (FileId), so a library shared by two apps gets one
+hot set from both, and its cache does not depend on what a command line names.
+
 Only what the command line asks for is put into the graph, so a null build of
 one app does not scan the rootfs.  ``cache/<name>.fexcache`` for a name with no
 target file resolves ``name`` on the rootfs's PATH.
@@ -25,6 +34,7 @@ import tomllib
 from dataclasses import dataclass
 
 import SCons.Errors
+import SCons.Script
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,11 @@ class TargetSpec:
     program: str | None = None
     dirs: tuple[str, ...] = ()
     default: bool = False
+    filter: str | None = None  # None: $FILTER
+    profiles: str | None = None  # a directory of profiles, relative to the project's top
+
+
+_FILTERS = ("verify", "speed-profile", "speed")
 
 
 def load_specs(targets_dir: str) -> dict[str, TargetSpec]:
@@ -60,15 +75,21 @@ def _spec(path: str, name: str, data: dict) -> TargetSpec:
         raise SCons.Errors.UserError(f"{path}: needs exactly one of an [app] or a [set] table")
     table = data[kinds[0]]
     default = bool(table.get("default", False))
+    filter = table.get("filter")
+    if filter is not None and filter not in _FILTERS:
+        raise SCons.Errors.UserError(f"{path}: filter must be one of {', '.join(_FILTERS)}, not {filter!r}")
+    profiles = table.get("profiles")
+    if profiles is not None and (not isinstance(profiles, str) or not profiles):
+        raise SCons.Errors.UserError(f"{path}: profiles must be a directory name")
     if kinds[0] == "app":
         program = table.get("program", name)
         if not isinstance(program, str) or not program:
             raise SCons.Errors.UserError(f"{path}: [app] program must be a non-empty string")
-        return TargetSpec(name, "app", program=program, default=default)
+        return TargetSpec(name, "app", program=program, default=default, filter=filter, profiles=profiles)
     dirs = table.get("dirs")
     if not isinstance(dirs, list) or not dirs or not all(isinstance(d, str) and d.startswith("/") for d in dirs):
         raise SCons.Errors.UserError(f"{path}: [set] dirs must be a list of absolute paths in the rootfs")
-    return TargetSpec(name, "set", dirs=tuple(dirs), default=default)
+    return TargetSpec(name, "set", dirs=tuple(dirs), default=default, filter=filter, profiles=profiles)
 
 
 def declare(env, targets_dir: str, requested: list[str], use_defaults: bool = True) -> list:
@@ -77,13 +98,19 @@ def declare(env, targets_dir: str, requested: list[str], use_defaults: bool = Tr
     out_dir = env.Dir("$FEXAOT_OUT")
     top = env.Dir("#").abspath
     objects_dir = os.path.join(out_dir.abspath, "objects")
+    for spec in specs.values():
+        if spec.profiles:
+            env.FexaotProfileDir(os.path.join(top, spec.profiles), os.path.join(targets_dir, f"{spec.name}.toml"))
+    # FILTER= given on the command line is for everything; otherwise a target's own.
+    command_line_filter = "FILTER" in SCons.Script.ARGUMENTS
 
     def build(spec: TargetSpec):
+        filter = None if command_line_filter else spec.filter
         if spec.kind == "app":
-            bundle = env.FexaotApp(spec.name, spec.program)
+            bundle = env.FexaotApp(spec.name, spec.program, filter)
             env.Alias(spec.name, bundle)
             return bundle
-        return env.FexaotSet(spec.name, list(spec.dirs))
+        return env.FexaotSet(spec.name, list(spec.dirs), filter)
 
     for request in requested:
         path = os.path.normpath(os.path.join(top, request))
