@@ -28,7 +28,21 @@ PYTHON = "/usr/bin/python3.11"  # Debian's: a non-PIE executable at 0x400000
 ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "TZ": "UTC", "HOME": "/root", "FEXAOT_PROBE": "probe-value"}
 
 
+# Every test here runs on both engines: the x86 reference engine and the AArch64 engine (translated
+# code, JIT only: the tests' programs have no prebuilt caches; test_runtime_a64.py runs prebuilt ones).
+ENGINE_OPTIONS: list[str] = []
+
+
+@pytest.fixture(autouse=True, params=["x86", "a64"])
+def engine(request: pytest.FixtureRequest) -> str:
+    ENGINE_OPTIONS[:] = ["--engine", request.param]
+    yield request.param
+    ENGINE_OPTIONS[:] = []
+
+
 def fexaot(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    if args and args[0] == "run":
+        args = ("run", *ENGINE_OPTIONS, *args[1:])
     return subprocess.run([sys.executable, "-m", "fexaot_tool", *args], capture_output=True,
                           env=env if env is not None else ENV, **kwargs)
 

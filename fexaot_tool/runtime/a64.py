@@ -170,6 +170,7 @@ class A64Engine(Engine):
         self._invalidated: set[int] = set()
         self._fallback_counts: Counter[tuple[int, int]] = Counter()
         self._counting = False
+        self._pending_counts: list[BlockCount] = []  # harvested early (before an invalidation), not yet taken
         self._fault: EngineFault | None = None
         self._stop_requested = False
         self._bad_access: tuple[int, int] | None = None
@@ -373,7 +374,9 @@ class A64Engine(Engine):
 
     def invalidate_code(self, start: int, end: int) -> None:
         if self._counting and self._has_code(start, end):
-            self._harvest()  # while the guest bytes are there to count the blocks' instructions
+            # While the guest bytes are there to count the blocks' instructions; the counts are
+            # handed out with the next take_block_counts (the profiler reads the module map then).
+            self._pending_counts += self._harvest()
         for install in list(self._installs.values()):
             lo = bisect.bisect_left(install.starts, start - PAGE)
             hi = bisect.bisect_left(install.starts, end)
@@ -845,12 +848,15 @@ class A64Engine(Engine):
         self._direct_links = False
 
     def take_block_counts(self) -> list[BlockCount]:
-        return self._harvest() if self._counting else []
+        if not self._counting:
+            return []
+        out, self._pending_counts = self._pending_counts + self._harvest(), []
+        return out
 
     def statistics(self) -> Counter[str]:
         """What this engine did since the last call (then reset), for --stats."""
         if self._counting:
-            self._harvest()
+            self._pending_counts += self._harvest()
         out, self.stats = self.stats, Counter()
         return out
 
