@@ -4,7 +4,7 @@ What ``cpuid`` answers decides which code glibc's IFUNC resolvers (memcpy,
 strlen, ...) and libraries such as OpenSSL pick.  The runtime answers from this
 table, never from the host or the engine's CPU model, so a guest takes the same
 paths whichever engine runs it, and only the instructions the translator
-implements: the baseline plus what later translator issues add here.
+implements (``translate/features.py`` names the same set; a test checks they agree).
 
 The model is an AMD family 0Fh (K8) processor, the first x86-64 CPU, whose
 feature set *is* the x86-64 baseline.  An AMD vendor string matters: glibc

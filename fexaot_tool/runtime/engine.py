@@ -2,7 +2,7 @@
 
 The core (loader, memory, system calls, module map, profiler) talks to an
 engine only through :class:`Engine`, so the x86 reference engine (unicorn
-x86-64) and the AArch64 engine of the next issue are interchangeable.  The
+x86-64) and the AArch64 engine (a64.py) are interchangeable.  The
 guest is always x86-64: registers are named as in the x86 manual, and an
 engine that does not run x86 code natively keeps them in its own state block.
 """

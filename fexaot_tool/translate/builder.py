@@ -447,7 +447,7 @@ _CONDITIONS = {
 
 # Untranslatable reasons (the UNTRANSLATABLE section's ``reason``; 0 is invalid).
 REASON_UNSUPPORTED = 1  # an integer instruction the lowering table has no row for
-REASON_VECTOR = 2  # SSE/AVX/MMX: the next issue
+REASON_VECTOR = 2  # an SSE form not covered, or MMX
 REASON_X87 = 3
 REASON_STRING = 4  # movs/stos/cmps/scas/lods (rep or not)
 REASON_ATOMIC = 5  # lock prefix, xchg with memory, cmpxchg, xadd

@@ -869,7 +869,7 @@ def lower_count_zeros(b: Builder) -> None:
 
 
 def lower_popcnt(b: Builder) -> None:
-    """popcnt by SWAR (v registers are reserved for the SSE issue); ZF = (source == 0), others 0."""
+    """popcnt by SWAR (no vector register needed); ZF = (source == 0), others 0."""
     size = b.op_size(0)
     src = b.read_op(1, size, zero_extend=True)
     x, t = b.temp(), b.temp()
