@@ -163,15 +163,16 @@ def test_python_script_from_the_prebuilt_bundle(python_bundle: Path, tmp_path: P
 
 
 def _per_module_dir(bundle_dir: Path, target: Path) -> Path:
-    """A cache directory laid out by lookup names, from the per-object caches SCons built."""
+    """A cache directory laid out by lookup names (as `scons install` does), from the per-object caches."""
     from fexaot_tool.cache.reader import CacheFile
+    from fexaot_tool.package.layout import install_cache
 
     target.mkdir()
     for path in (bundle_dir / "objects").rglob("*.fexcache"):
         with CacheFile.open(path) as cache:
             (entry,) = cache.modules
-            name = cache.module(entry.file_id).name
-            shutil.copy(path, target / lookup_name(name, entry.file_id, cache.config_id))
+            name = lookup_name(cache.module(entry.file_id).name, entry.file_id, cache.config_id)
+        assert Path(install_cache(str(path), str(target))) == target / name
     return target
 
 
@@ -182,7 +183,7 @@ def test_cache_directory_by_lookup_name(python_bundle: Path, tmp_path: Path) -> 
                                 (*A64, "--cache-dir", str(cache_dir), "--cache-diagnostics"))
     assert emulated.stdout == native.stdout
     lines = diagnostics(emulated)
-    assert sum(": loaded " in line for line in lines) == len(list(cache_dir.iterdir())), lines
+    assert sum(": loaded " in line for line in lines) == len(list(cache_dir.glob("*.fexcache"))), lines
 
 
 # -- rejections: each reported with its reason, the JIT takes over, the output is right ------------
@@ -270,6 +271,27 @@ def test_rejected_cache_is_reported_and_the_jit_runs_it(demo: dict[str, Path], t
     assert stats["cache"]["rejected"] == {reason: 1, "missing": 3}
     assert stats["cache"]["modules_loaded"] == 0 and stats["executed"]["cache"]["instructions"] == 0
     assert stats["misses_by_reason"]["no-cache"] > 0
+
+
+def test_library_code_rewritten_through_mprotect_is_not_run_from_its_cache(demo: dict[str, Path],
+                                                                             tmp_path: Path) -> None:
+    """mprotect RW, write, mprotect RX on a cached library's text: the cached block must not come back."""
+    program = tmp_path / "patch"
+    subprocess.run(["gcc", "-O1", "-o", str(program), str(FIXTURES / "a64_libdemo_patch.c"),
+                    "-L", str(demo["lib2"].parent), "-ldemo"], check=True)
+    cache_dir = tmp_path / "caches"
+    cache_dir.mkdir()
+    shutil.copy(demo["cache2"], _lookup_path(cache_dir, demo["lib2"]))
+    env = dict(ENV, LD_LIBRARY_PATH=str(demo["lib2"].parent))
+    native = subprocess.run([str(program)], capture_output=True, env=env)
+    assert native.stdout == b"before 9902\nafter 4242\n", native.stderr
+    stats = tmp_path / "stats.json"
+    emulated = fexaot("run", *A64, "--cache-dir", str(cache_dir), "--cache-diagnostics", "--stats", str(stats),
+                      "--", str(program), env=env)
+    assert emulated.stdout == native.stdout and emulated.returncode == 0, emulated.stderr
+    a64 = json.loads(stats.read_text())["a64"]
+    assert a64["cache"]["modules_loaded"] >= 1 and a64["executed"]["cache"]["instructions"] > 300
+    assert a64["executed"]["jit"]["instructions"] > 0  # the rewritten page's blocks
 
 
 def test_cache_options_need_the_a64_engine() -> None:

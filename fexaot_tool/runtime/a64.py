@@ -16,7 +16,7 @@ microseconds where a block costs nanoseconds:
   state block and execute ``svc``: unicorn calls the interrupt hook, the
   runtime handles it (system call, JIT, fallback) by reading and writing the
   state block in memory, and emulation goes on after the ``svc`` with no new
-  ``emu_start`` (~0.5 µs against ~10 µs, shared/NOTES.md).
+  ``emu_start`` (~0.5 µs against ~10 µs; docs/a64-engine.md).
 - The fallback moves state to the x86 engine and back through memory (a
   loader and a spill stub on the x86 side): a ``reg_write_batch`` of the 18
   registers costs ~25 µs on this machine, an ``emu_start`` of a stub ~4 µs.
@@ -171,6 +171,7 @@ class A64Engine(Engine):
         self._fallback_counts: Counter[tuple[int, int]] = Counter()
         self._counting = False
         self._pending_counts: list[BlockCount] = []  # harvested early (before an invalidation), not yet taken
+        self._dirty_pages: set[int] = set()  # pages whose cached translations were invalidated
         self._fault: EngineFault | None = None
         self._stop_requested = False
         self._bad_access: tuple[int, int] | None = None
@@ -361,6 +362,10 @@ class A64Engine(Engine):
         pages = {address & ~(PAGE - 1), (address + size - 1) & ~(PAGE - 1)}
         if not pages & self._guarded:
             return False  # a real write to read-only memory: the guest's fault
+        for page in pages - self._guarded:
+            m = self._mapping(page)
+            if m is None or not m[2] & uc_const.UC_PROT_WRITE:
+                return False  # the store also reaches a page the guest may not write: its fault
         for page in pages & self._guarded:
             self._guarded.discard(page)
             m = self._mapping(page)
@@ -395,6 +400,10 @@ class A64Engine(Engine):
                     self._retire(stub)
                 self.stats["jit_blocks_invalidated"] += len(stubs)
         self._fallback_only = {rip for rip in self._fallback_only if not start <= rip < end}
+        # The bytes there may no longer be the file's: a cached block on these pages must not be
+        # installed again (an mprotect back to executable after a write), the JIT translates them.
+        if self.finder is not None:
+            self._dirty_pages.update(range(start & ~(PAGE - 1), end, PAGE))
         self.uc.ctl_remove_cache(start, end)
         self.fallback.invalidate_code(start, end)
 
@@ -406,7 +415,8 @@ class A64Engine(Engine):
             if end - start <= 1 << 24 else bool(self._page_stubs)
 
     def _retire_install(self, install: _CachedInstall) -> None:
-        """A whole cached module goes (munmap, exec, exit): its stubs go to the dispatcher, its table range is cleared.
+        """A whole cached module's code changed or went (an invalidation covering all its blocks): its stubs go
+        to the dispatcher, its table range is cleared.
 
         A library's blocks lie in its own text, which no other module shares, so the table
         entries from its first to its last block can be cleared as one range per chunk.
@@ -499,6 +509,10 @@ class A64Engine(Engine):
         lo = bisect.bisect_left(install.starts, start)
         hi = bisect.bisect_left(install.starts, end)
         todo = [i for i in range(lo, hi) if not install.stubs[i]]
+        if self._dirty_pages:
+            dirty, entries, starts = self._dirty_pages, install.entries, install.starts
+            todo = [i for i in todo if not any(page in dirty for page in range(
+                starts[i] & ~(PAGE - 1), starts[i] + entries[i][4], PAGE))]
         if not todo:
             return
         entries = install.entries
