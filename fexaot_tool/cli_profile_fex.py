@@ -43,18 +43,21 @@ def _cmd_import_fex(args: argparse.Namespace) -> int:
     from fexaot_tool.elf.reader import PT_LOAD, ElfError
     from fexaot_tool.elf.rootfs import Rootfs, RootfsError, default_rootfs
     from fexaot_tool.profile import encode
-    from fexaot_tool.profile.fex import ResolvedFile, import_code_maps, parse_code_map
+    from fexaot_tool.profile.fex import CodeMapError, ResolvedFile, import_code_maps, parse_code_map
 
     rootfs = Rootfs(args.rootfs or default_rootfs())
     try:
         files = _code_map_files(args.directory)
     except FileNotFoundError:
-        print(f"fexaot profile import-fex: {args.directory}: no such file or directory")
-        return 1
+        raise CodeMapError(args.directory, "no such file or directory") from None
     maps = []
     for path in files:
-        with open(path, "rb") as f:
-            maps.append(parse_code_map(f.read(), path))
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise CodeMapError(path, f"cannot read the code map: {e.strerror or e}") from None
+        maps.append(parse_code_map(data, path))
 
     def guest_path(path: str) -> str:
         # FEX records the paths it saw: guest paths, or host paths into its rootfs.

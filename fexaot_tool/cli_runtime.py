@@ -60,7 +60,7 @@ def register_run(bench_sub) -> None:
     """``fexaot bench run``: slowdown of the runtime against native execution."""
     p = bench_sub.add_parser("run", help="time programs natively and on the runtime (slowdown)")
     p.add_argument("--rootfs", metavar="DIR", help="root filesystem (default: /)")
-    p.add_argument("--repeat", type=int, default=3, help="runs per case and mode (default 3; the median is shown)")
+    p.add_argument("--repeat", type=_positive, default=3, help="runs per case and mode (default 3; the median is shown)")
     p.add_argument("--case", action="append", metavar="NAME", help="only these cases (default: all)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench_run)
@@ -68,7 +68,7 @@ def register_run(bench_sub) -> None:
     p = bench_sub.add_parser("compare", help="native, x86 engine, a64 JIT only and a64 with a prebuilt cache")
     p.add_argument("--cache", required=True, metavar="BUNDLE",
                    help="the prebuilt cache (built first with `scons cache/python3.fexcache`)")
-    p.add_argument("--repeat", type=int, default=3, help="runs per case and variant (default 3)")
+    p.add_argument("--repeat", type=_positive, default=3, help="runs per case and variant (default 3)")
     p.add_argument("--case", action="append", metavar="NAME",
                    help="cases of `bench run` (default: 'python3 -c pass' and 'python3 import json, re')")
     p.add_argument("--out", default="bench-compare", metavar="DIR",
@@ -258,3 +258,10 @@ def _cmd_bench_run(args: argparse.Namespace) -> int:
                       f"{r.instructions / 1e6:.1f} M")
     Console(width=120).print(table)
     return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value

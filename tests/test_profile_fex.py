@@ -114,4 +114,5 @@ def test_non_pie_offsets_and_host_paths_into_the_rootfs(tmp_path, capsys) -> Non
 
 def test_missing_directory_is_one_line(tmp_path, capsys) -> None:
     assert main(["profile", "import-fex", str(tmp_path / "none"), "-o", str(tmp_path / "o")]) == 1
-    assert capsys.readouterr().out.strip() == f"fexaot profile import-fex: {tmp_path / 'none'}: no such file or directory"
+    assert capsys.readouterr().err.strip() == f"fexaot profile: {tmp_path / 'none'}: no such file or directory"
+    assert not (tmp_path / "o").exists()

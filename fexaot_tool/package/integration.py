@@ -34,6 +34,7 @@ DATA = (
     ("usr/libexec/fexaot/fexaot-idle", "fexaot-idle", 0o755),
     (f"{UNIT_DIR}/fexaot-rebuild.service", "fexaot-rebuild.service", 0o644),
     (f"{UNIT_DIR}/fexaot-rebuild.timer", "fexaot-rebuild.timer", 0o644),
+    (f"usr/share/doc/{PACKAGE}/README", "README", 0o644),  # the units' Documentation=
 )
 CONTROL = (("postinst", "postinst", 0o755), ("triggers", "triggers", 0o644))
 

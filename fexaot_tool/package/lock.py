@@ -42,13 +42,14 @@ def open_cache_for_use(path: str | os.PathLike) -> int | None:
     """Open a cache file and hold a shared lock on it; the caller closes the descriptor when done.
 
     Returns None when the file does not exist (or was removed by a collector
-    while this call waited for the lock).  Blocks only for as long as a
-    collector holds the file, which is one ``unlink``.
+    while this call waited for the lock) or cannot be opened (the caller's
+    reader then says why).  Blocks only for as long as a collector holds the
+    file, which is one ``unlink``.
     """
     name = os.fspath(path)
     try:
         fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+    except OSError:
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)
@@ -68,6 +69,8 @@ def try_lock_for_removal(path: str | os.PathLike) -> int | None:
         fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except OSError as e:
+        raise LockError(name, f"cannot open to lock it: {e.strerror or e}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:

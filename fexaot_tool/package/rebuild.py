@@ -48,7 +48,7 @@ def prepare_state_dir(state_dir: str, source_tree: Path = SOURCE_TREE) -> None:
 
 def scons_command(state_dir: str, rootfs: str, cache_dir: str, packages: list[str], targets: list[str],
                   jobs: int) -> list[str]:
-    args = [sys.executable, "-m", "SCons", "-C", state_dir, "-Q", f"-j{jobs}", f"ROOTFS={rootfs}",
+    args = [sys.executable, "-m", "SCons", "-C", state_dir, "-Q", f"-j{jobs}", f"ROOTFS={os.path.abspath(rootfs)}",
             f"INSTALL_DIR={os.path.abspath(cache_dir)}"]
     if packages:
         args.append(f"PACKAGE={','.join(packages)}")

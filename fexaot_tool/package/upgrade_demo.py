@@ -73,7 +73,8 @@ def deb_paths(deb: Path) -> list[str]:
     """Guest paths a package unpacks (files, links, directories), from its data tar."""
     data = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True).stdout
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        return sorted({"/" + m.name.lstrip("./") for m in tar.getmembers() if m.name.lstrip("./")})
+        names = (m.name.removeprefix("./") for m in tar.getmembers() if m.name not in (".", "./"))
+        return sorted({"/" + name.lstrip("/") for name in names if name.strip("/")})
 
 
 def unpack(rootfs: Path, name: str, deb: Path) -> None:
@@ -99,17 +100,10 @@ def build(project: SconsProject, cache_dir: Path, packages: str, jobs: int):
 
 
 def run_python(rootfs: Path, cache_dir: Path) -> str:
-    """python3 from the upgraded rootfs on the runtime, with the caches if the runtime can load them."""
-    base = [sys.executable, "-m", "fexaot_tool", "run"]
-    help_text = subprocess.run([*base, "--help"], capture_output=True, text=True).stdout
-    if "--cache-dir" in help_text and "a64" in help_text:
-        args = [*base, "--rootfs", str(rootfs), "--engine", "a64", "--cache-dir", str(cache_dir)]
-        if "--cache-diagnostics" in help_text:
-            args.append("--cache-diagnostics")
-        note = "AArch64 engine, caches from the cache directory"
-    else:
-        args = [*base, "--rootfs", str(rootfs)]
-        note = "x86 reference engine: this runtime has no --engine a64 --cache-dir yet, so no cache is loaded"
+    """python3 from the upgraded rootfs on the AArch64 engine, with the caches of the cache directory."""
+    args = [sys.executable, "-m", "fexaot_tool", "run", "--rootfs", str(rootfs), "--engine", "a64", "--cache-dir",
+            str(cache_dir), "--cache-diagnostics"]
+    note = "AArch64 engine, caches from the cache directory"
     start = time.perf_counter()
     proc = subprocess.run([*args, "--", "/usr/bin/python3.11", "-c", SCRIPT], capture_output=True, text=True)
     took = time.perf_counter() - start

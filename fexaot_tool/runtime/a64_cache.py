@@ -79,7 +79,7 @@ class CacheFinder:
                 fd = open_cache_for_use(path)  # None: missing, or removed by gc while we waited
                 if fd is not None:
                     self._locks[path] = fd
-            if path in self._locks:
+            if path in self._locks or os.path.lexists(path):  # unlocked only if it cannot be opened: the reader says why
                 cache = self._file(path, basename)
                 if cache is not None:
                     module = self._module(cache, identity.file_id, basename, host_path)

@@ -122,4 +122,7 @@ def hot_set_target(env, inputs: ProfileInputs, out_dir: str, guest_path: str, id
                             FEXAOT_MODULE_HASH=identity.content_hash.hex())[0]
     node.attributes.fexaot_module = (guest_path, identity.file_id, identity.content_hash, name)
     env.Precious(node)
+    # Not from a CacheDir: a snapshot depends on the one already here (the hold-back rule), not
+    # only on its signature, so another machine's would skip that decision.
+    env.NoCache(node)
     return node
