@@ -1,9 +1,11 @@
 """The backend: host registers for the IR's virtual registers, then AArch64 machine code with a literal pool.
 
 Register allocation is a linear scan over live intervals.  A virtual
-register's interval runs from its first definition to the last operation it is
-used at or live after (liveness from :mod:`passes`, so a value carried around
-the 128-bit division's loop covers the whole loop).  The registers it hands out
+register's interval runs from its first to its last appearance in the
+operation list, widened over a loop when it is live at the loop's head
+(liveness from :mod:`passes`: a value carried around the 128-bit division's
+loop covers the whole loop).  Without backward branches the textual span
+covers every point where the value is live.  The registers it hands out
 are the scratch registers of docs/abi.md except x0 and x1, which the exit
 sequences use by name, and for SIMD&FP temporaries (odd virtual registers)
 v16-v31.  Two intervals share a register only when one ends

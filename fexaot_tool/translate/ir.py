@@ -8,8 +8,8 @@ The IR sits where LLVM's MachineIR sits before register allocation: an
 operation is one AArch64 form (the encoder function of :mod:`a64` that will
 encode it, e.g. ``adds_reg``) and its arguments, but its register operands may
 be *virtual registers* (numbers from :data:`VREG_BASE` up, one per
-``Builder.temp()``: SSA-style, each defined once except the loop-carried
-values of the 128-bit division) or *physical registers* (0-30: the guest's
+``Builder.temp()``: SSA-style, mostly defined once; the passes and the
+allocator do not rely on it) or *physical registers* (0-30: the guest's
 registers of docs/abi.md, x0/x1 of the exit sequence).  NZCV is a register too
 (:data:`NZCV`), so the flags take part in the same dataflow.  Every form has a
 row in :data:`_FORMS`: which arguments are registers it defines, uses or
@@ -42,10 +42,6 @@ VREG_BASE = 128  # virtual registers: even ones are general-purpose, odd ones SI
 def V(n: int) -> int:
     """The IR number of SIMD&FP register Vn."""
     return VECTOR_BASE + n
-
-
-def is_vector(r: int) -> bool:
-    return VECTOR_BASE <= r < VECTOR_BASE + 32 or (r >= VREG_BASE and r & 1 == 1)
 
 # Effects.
 READS_NZCV = 1
@@ -187,7 +183,7 @@ _FORMS: dict[str, tuple[str, int]] = {
     "mrs_nzcv": ("d", READS_NZCV), "msr_nzcv": ("u", WRITES_NZCV), "cfinv": ("", READS_NZCV | WRITES_NZCV),
     "rmif": ("u--", READS_NZCV | WRITES_NZCV), "setf8": ("u", READS_NZCV | WRITES_NZCV),
     "setf16": ("u", READS_NZCV | WRITES_NZCV),
-    "udf": ("-", JUMPS), "nop": ("", 0),
+    "udf": ("-", JUMPS | EXITS), "nop": ("", 0),  # a trap: all guest state must be in place there
     # aliases, by their assembler names
     "mov_reg": ("-du", 0), "lsl_imm": ("-du-", 0), "lsr_imm": ("-du-", 0), "asr_imm": ("-du-", 0),
     "ror_imm": ("-du-", 0), "ubfx": ("-du--", 0), "sbfx": ("-du--", 0), "bfi": ("-mu--", 0),
@@ -211,8 +207,9 @@ _FORMS: dict[str, tuple[str, int]] = {
     "shl_v": ("--DU-", 0), "ushr_v": ("--DU-", 0), "sshr_v": ("--DU-", 0), "usra": ("--MU-", 0),
     "uzp1": ("--DUU", 0), "uzp2": ("--DUU", 0), "zip1": ("--DUU", 0), "zip2": ("--DUU", 0),
     "ext_v": ("-DUU-", 0), "dup_elem": ("--DU-", 0), "movi_v": ("--D-", 0),
-    # SIMD floating point: vector forms (size, q, rd, rn[, rm]); FP arithmetic reads FPCR (rounding) but is
-    # otherwise pure, so the FPCR/FPSR accesses carry LOADS | STORES: never removed, never moved
+    # SIMD floating point: vector forms (size, q, rd, rn[, rm]).  FP arithmetic reads FPCR (rounding) and
+    # writes FPSR's sticky flags (the conversions' invalid-operation test reads them); no pass moves
+    # operations, and the FPCR/FPSR accesses carry LOADS | STORES, so they are never removed
     "fadd_v": ("--DUU", 0), "fsub_v": ("--DUU", 0), "fmul_v": ("--DUU", 0), "fdiv_v": ("--DUU", 0),
     "fmax_v": ("--DUU", 0), "fcmeq_v": ("--DUU", 0), "fcmge_v": ("--DUU", 0), "fcmgt_v": ("--DUU", 0),
     "fsqrt_v": ("--DU", 0), "fneg_v": ("--DU", 0), "frinti_v": ("--DU", 0), "scvtf_v": ("--DU", 0),

@@ -270,14 +270,6 @@ def lower_cvt_precision(b: Builder) -> None:
     b.emit(ir.ins_elem(dst_size, _dest(b), 0, t, 0))
 
 
-def _indefinite_where_not_below(b: Builder, size: int, value: int, limit: int, converted: int,
-                                indefinite: int) -> None:
-    """converted := indefinite where NOT (value < limit): values too large, and NaNs."""
-    ok = b.vtemp()
-    b.emit(ir.fcmgt_v(size, 1, ok, limit, value))
-    b.emit(ir.bif_v(1, converted, indefinite, ok))
-
-
 def lower_cvt_ps2dq(b: Builder) -> None:
     """cvtps2dq / cvttps2dq: four singles to int32, 0x80000000 for NaN and out of range.
 
@@ -294,7 +286,7 @@ def lower_cvt_ps2dq(b: Builder) -> None:
     limit = b.vtemp()
     b.emit(ir.movi_shifted(1, limit, 0x4F, 24))  # 2^31 as a single
     ok = b.vtemp()
-    b.emit(ir.fcmgt_v(S, 1, ok, limit, value))
+    b.emit(ir.fcmgt_v(S, 1, ok, limit, value))  # before dst is written: value may be dst
     b.emit(ir.fcvtzs_v(S, 1, dst, value))
     indefinite = b.vtemp()
     b.emit(ir.movi_shifted(1, indefinite, 0x80, 24))
@@ -480,7 +472,7 @@ def lower_ldmxcsr(b: Builder) -> None:
     flush = b.temp()
     b.emit(ir.ubfx(0, flush, both, 15, 1))
     fpcr = b.temp()
-    b.emit(ir.orr_reg(0, fpcr, rmode, flush, Shift.LSL, 24))
+    b.emit(ir.orr_reg(0, fpcr, rmode, flush, Shift.LSL, FPCR_FZ.bit_length() - 1))
     b.emit(ir.msr_fpcr(fpcr))
 
 

@@ -66,7 +66,7 @@ class NativeReferee:
     """Runs blocks natively; one child process per run."""
 
     def __init__(self) -> None:
-        self.available = platform.machine() in ("x86_64", "AMD64") and platform.system() == "Linux"
+        self.available = _ptrace_permitted()
         self.runs = 0
 
     def run(self, pages: dict[int, bytes], gpr: tuple[int, ...], rflags: int, xmm: tuple[int, ...], mxcsr: int,
@@ -138,10 +138,13 @@ class NativeReferee:
         _libc.ptrace(PTRACE_GETFPREGS, pid, None, ctypes.byref(fp))
         raw = bytes(fp)
         memory = {}
-        with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
-            for start, end in ranges:
-                mem.seek(start)
-                memory[(start, end)] = mem.read(end - start)
+        try:
+            with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+                for start, end in ranges:
+                    mem.seek(start)
+                    memory[(start, end)] = mem.read(end - start)
+        except OSError:
+            return None  # a written range on a page the child could not map: nothing to adjudicate with
         return NativeRun(tuple(regs[_R[name]] for name in _GPR_ORDER),
                          tuple(int.from_bytes(raw[_FP_XMM + 16 * n:_FP_XMM + 16 * n + 16], "little")
                                for n in range(16)),
@@ -154,6 +157,23 @@ class NativeReferee:
             return None  # a page fault: maybe a page this child could not map at its address
         name = signal.Signals(signo).name
         return NativeRun(fault=f"{name} at {address:#x}" + (" (general protection)" if signo == signal.SIGSEGV else ""))
+
+
+_PERMITTED: bool | None = None
+
+
+def _ptrace_permitted() -> bool:
+    """An x86-64 Linux host where a child may be traced (some containers forbid ptrace); probed once."""
+    global _PERMITTED
+    if _PERMITTED is None:
+        _PERMITTED = False
+        if platform.machine() in ("x86_64", "AMD64") and platform.system() == "Linux":
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0 if _libc.ptrace(PTRACE_TRACEME, 0, None, None) == 0 else 1)
+            _, status = os.waitpid(pid, 0)
+            _PERMITTED = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    return _PERMITTED
 
 
 def _signal_address(pid: int) -> int:
