@@ -295,7 +295,7 @@ class Rootfs:
                     if path in checked:
                         continue
                     checked.add(path)
-                    if _has_x86_64_elf_header(self.host(path)):
+                    if is_loadable_x86_64_elf(self.host(path)):
                         found.add(path)
         return sorted(found)
 
@@ -372,7 +372,8 @@ def _has_magic(component: str) -> bool:
 _LOADABLE_E_TYPES = (b"\x02\x00", b"\x03\x00")  # ET_EXEC, ET_DYN, little-endian
 
 
-def _has_x86_64_elf_header(host_path: str) -> bool:
+def is_loadable_x86_64_elf(host_path: str) -> bool:
+    """An ELF64 little-endian x86-64 executable or shared object (20 bytes read, no symlink followed)."""
     try:
         fd = os.open(host_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:

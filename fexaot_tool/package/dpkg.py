@@ -12,8 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from fexaot_tool.elf.reader import ELFCLASS64, ELFDATA2LSB, ELFMAG, EM_X86_64
-from fexaot_tool.elf.rootfs import Rootfs
+from fexaot_tool.elf.rootfs import Rootfs, is_loadable_x86_64_elf
 from fexaot_tool.errors import FexaotError
 
 INFO_DIR = "/var/lib/dpkg/info"
@@ -21,9 +20,6 @@ STATUS_FILE = "/var/lib/dpkg/status"
 # The architecture an x86-64 rootfs's libraries are installed for; tried after
 # the bare name, as dpkg-query does for a name without ":arch".
 NATIVE_ARCH = "amd64"
-
-_X86_64_IDENT = ELFMAG + bytes([ELFCLASS64, ELFDATA2LSB])
-_LOADABLE_E_TYPES = (b"\x02\x00", b"\x03\x00")  # ET_EXEC, ET_DYN
 
 
 class DpkgError(FexaotError):
@@ -91,7 +87,7 @@ class DpkgDatabase:
             if not path.startswith("/") or self.rootfs.is_symlink(path) or not self.rootfs.is_file(path):
                 continue
             canonical = self.rootfs.resolve(path)
-            if canonical not in found and _is_loadable_x86_64(self.rootfs.host(canonical)):
+            if canonical not in found and is_loadable_x86_64_elf(self.rootfs.host(canonical)):
                 found.add(canonical)
         return sorted(found)
 
@@ -112,22 +108,6 @@ class DpkgDatabase:
             if "package" in fields:
                 self._status.setdefault(fields["package"], []).append(fields)
         return self._status
-
-
-def _is_loadable_x86_64(host_path: str) -> bool:
-    """An ELF64 little-endian x86-64 executable or shared object (20 bytes read)."""
-    try:
-        fd = os.open(host_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        head = os.read(fd, 20)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    return (len(head) == 20 and head[:6] == _X86_64_IDENT and head[18:20] == EM_X86_64.to_bytes(2, "little")
-            and head[16:18] in _LOADABLE_E_TYPES)
 
 
 # -- writing a database (for a rootfs made with ``dpkg -x``, which records nothing) --------
