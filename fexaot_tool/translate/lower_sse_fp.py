@@ -270,19 +270,26 @@ def lower_cvt_precision(b: Builder) -> None:
     b.emit(ir.ins_elem(dst_size, _dest(b), 0, t, 0))
 
 
+def _packed_conversion_source(b: Builder, size: int, rounding: int) -> tuple[int, int]:
+    """(destination, source) of a packed float-to-int32 conversion; the source rounded by MXCSR's
+    mode (FPCR) first when the form is ``rounding`` (cvtps2dq/cvtpd2dq), not the truncating one."""
+    _check_registers(b)
+    dst = _dest(b)
+    value = b.read_xmm_op(1)
+    if b.ins.mnemonic == rounding:
+        rounded = b.vtemp()
+        b.emit(ir.frinti_v(size, 1, rounded, value))
+        value = rounded
+    return dst, value
+
+
 def lower_cvt_ps2dq(b: Builder) -> None:
     """cvtps2dq / cvttps2dq: four singles to int32, 0x80000000 for NaN and out of range.
 
     ``fcvtzs`` already gives 0x80000000 below -2^31; at or above 2^31 it saturates to
     0x7FFFFFFF and a NaN gives 0, so those lanes are replaced.
     """
-    _check_registers(b)
-    dst = _dest(b)
-    value = b.read_xmm_op(1)
-    if b.ins.mnemonic == M.CVTPS2DQ:
-        rounded = b.vtemp()
-        b.emit(ir.frinti_v(S, 1, rounded, value))
-        value = rounded
+    dst, value = _packed_conversion_source(b, S, M.CVTPS2DQ)
     limit = b.vtemp()
     b.emit(ir.movi_shifted(1, limit, 0x4F, 24))  # 2^31 as a single
     ok = b.vtemp()
@@ -300,13 +307,7 @@ def lower_cvt_pd2dq(b: Builder) -> None:
     below -2^31; lanes at or above 2^31, and NaNs, are first replaced by -2^31 as a double,
     whose bits read as an int64 far below -2^31, so they saturate to 0x80000000 too.
     """
-    _check_registers(b)
-    dst = _dest(b)
-    value = b.read_xmm_op(1)
-    if b.ins.mnemonic == M.CVTPD2DQ:
-        rounded = b.vtemp()
-        b.emit(ir.frinti_v(D, 1, rounded, value))
-        value = rounded
+    dst, value = _packed_conversion_source(b, D, M.CVTPD2DQ)
     bits = b.temp()
     b.mov_imm(1, bits, 0x41E0000000000000)  # 2^31
     limit = b.vtemp()
