@@ -388,6 +388,37 @@ class Builder:
             self.cf_inverted = False
         self.write_pf(result)
 
+    def add_sub_flags(self, size: int, a: int, c: int, subtract: bool, need: int) -> None:
+        """Flags of ``a + c`` / ``a - c`` at ``size`` bytes that ``need`` asks for (the plain add/sub's, cmp's).
+
+        Subtraction leaves C = NOT CF (``cf_inverted``).  Used where the result itself is computed
+        elsewhere (an atomic's old value, a string compare).
+        """
+        sf = 1 if size == 8 else 0
+        if need & AF:
+            self.emit(ir.eor_reg(1, abi.AF_SRC, a, c))
+        result = None
+        if need & NZCV_FLAGS:
+            if size >= 4:
+                result = abi.PF_SRC if need & PF else self.temp()
+                self.emit((ir.subs_reg if subtract else ir.adds_reg)(sf, result, a, c))
+            else:
+                shift = 32 - size * 8
+                t = self.temp()
+                self.emit(ir.lsl_imm(0, t, a, shift))
+                self.emit((ir.subs_reg if subtract else ir.adds_reg)(0, t, t, c, Shift.LSL, shift))
+                if need & (PF | AF):
+                    result = abi.PF_SRC if need & PF else self.temp()
+                    self.emit(ir.lsr_imm(0, result, t, shift))
+            self.cf_inverted = subtract
+        elif need & (PF | AF):
+            result = abi.PF_SRC if need & PF else self.temp()
+            self.emit((ir.sub_reg if subtract else ir.add_reg)(sf, result, a, c))
+        if need & PF and result != abi.PF_SRC:
+            self.emit(ir.mov_reg(1, abi.PF_SRC, result))
+        if need & AF:
+            self.emit(ir.eor_reg(1, abi.AF_SRC, abi.AF_SRC, result))
+
     def insert_flag(self, src: int, bit: int, flag_mask: int) -> None:
         """Set one NZCV flag (C_BIT or V_BIT) from bit ``bit`` of ``src``, leaving the others alone."""
         position = {C_BIT: 1, V_BIT: 0}[flag_mask]

@@ -33,7 +33,7 @@ from iced_x86 import OpKind, Register
 from fexaot_tool.translate import a64, abi, ir
 from fexaot_tool.translate.a64 import C_BIT, N_BIT, V_BIT, ZR, Cond, Shift
 from fexaot_tool.translate.builder import (
-    AF, CF, NZCV_FLAGS, PF, REASON_ATOMIC, REASON_OPERAND, REGISTERS, ZF, Builder, Unsupported,
+    CF, NZCV_FLAGS, PF, REASON_ATOMIC, REASON_OPERAND, REGISTERS, ZF, Builder, Unsupported,
 )
 
 GPR = abi.GPR_HOST
@@ -113,34 +113,6 @@ def _rmw(b: Builder, size: int, addr: int, lse_form, lse_operand: int | None, co
 
 # --- flags ---------------------------------------------------------------------------------
 
-def _add_sub_flags(b: Builder, size: int, a: int, c: int, subtract: bool, need: int) -> None:
-    """Flags of ``a + c`` / ``a - c`` at ``size`` bytes that ``need`` asks for (the plain add/sub's)."""
-    sf = _sf(size)
-    if need & AF:
-        b.emit(ir.eor_reg(1, abi.AF_SRC, a, c))
-    result = None
-    if need & NZCV_FLAGS:
-        if size >= 4:
-            result = abi.PF_SRC if need & PF else b.temp()
-            b.emit((ir.subs_reg if subtract else ir.adds_reg)(sf, result, a, c))
-        else:
-            shift = 32 - size * 8
-            t = b.temp()
-            b.emit(ir.lsl_imm(0, t, a, shift))
-            b.emit((ir.subs_reg if subtract else ir.adds_reg)(0, t, t, c, Shift.LSL, shift))
-            if need & (PF | AF):
-                result = abi.PF_SRC if need & PF else b.temp()
-                b.emit(ir.lsr_imm(0, result, t, shift))
-        b.cf_inverted = subtract
-    elif need & (PF | AF):
-        result = abi.PF_SRC if need & PF else b.temp()
-        b.emit((ir.sub_reg if subtract else ir.add_reg)(sf, result, a, c))
-    if need & PF and result != abi.PF_SRC:
-        b.emit(ir.mov_reg(1, abi.PF_SRC, result))
-    if need & AF:
-        b.emit(ir.eor_reg(1, abi.AF_SRC, abi.AF_SRC, result))
-
-
 def _incdec_flags(b: Builder, size: int, old: int, subtract: bool) -> None:
     """inc/dec: the add/sub flags but CF, which keeps its value (and its inversion)."""
     need = b.need
@@ -151,7 +123,7 @@ def _incdec_flags(b: Builder, size: int, old: int, subtract: bool) -> None:
     one = b.temp()
     b.mov_imm(0, one, 1)
     inverted = b.cf_inverted
-    _add_sub_flags(b, size, old, one, subtract, need & ~CF)
+    b.add_sub_flags(size, old, one, subtract, need & ~CF)
     if need & NZCV_FLAGS:
         b.cf_inverted = inverted
         if saved is not None:
@@ -202,7 +174,7 @@ def lower_lock_arith(b: Builder) -> None:
     old = _rmw(b, size, addr, lse_form, lse_operand, compute)
     need = b.need
     if op in ("add", "sub"):
-        _add_sub_flags(b, size, old, src, op == "sub", need)
+        b.add_sub_flags(size, old, src, op == "sub", need)
     elif need & (NZCV_FLAGS | PF):
         result = b.temp()
         b.emit({"and": ir.and_reg, "or": ir.orr_reg, "xor": ir.eor_reg}[op](sf, result, old, src))
@@ -238,7 +210,7 @@ def lower_lock_neg(b: Builder) -> None:
         b.emit(ir.sub_reg(_sf(size), new, ZR, old))
         return new
     old = _rmw(b, size, addr, None, None, compute)
-    _add_sub_flags(b, size, ZR, old, True, b.need)
+    b.add_sub_flags(size, ZR, old, True, b.need)
 
 
 def lower_lock_not(b: Builder) -> None:
@@ -327,7 +299,7 @@ def lower_xadd(b: Builder) -> None:
             b.emit(ir.add_reg(sf, new, old, src))
             return new
         old = _rmw(b, size, addr, ir.ldaddal, src, compute)
-        _add_sub_flags(b, size, old, src, False, b.need)
+        b.add_sub_flags(size, old, src, False, b.need)
         b.write_reg(src_reg, old)
         return
     if ins.has_lock_prefix:
@@ -337,7 +309,7 @@ def lower_xadd(b: Builder) -> None:
     b.emit(ir.mov_reg(1, old, b.read_reg(dest_reg)))
     b.emit(ir.mov_reg(1, addend, src))
     b.emit(ir.add_reg(1, total, old, addend))
-    _add_sub_flags(b, size, old, addend, False, b.need)
+    b.add_sub_flags(size, old, addend, False, b.need)
     b.write_reg(src_reg, old)
     b.write_reg(dest_reg, total)  # last: xadd r, r leaves the sum
 
@@ -358,12 +330,12 @@ def lower_cmpxchg(b: Builder) -> None:
             old = b.temp()
             b.emit(ir.mov_reg(1, old, RAX))
             b.emit(ir.casal(log2, old, src, addr))
-            _add_sub_flags(b, size, RAX, old, True, need)
+            b.add_sub_flags(size, RAX, old, True, need)
         else:
             loop = b.label()
             old = b.temp()
             b.emit(ir.ldaxr(log2, old, addr))
-            _add_sub_flags(b, size, RAX, old, True, need)
+            b.add_sub_flags(size, RAX, old, True, need)
             chosen, status = b.temp(), b.temp()
             b.emit(ir.csel(sf, chosen, src, old, Cond.EQ))
             b.emit(ir.stlxr(log2, status, chosen, addr))
@@ -378,7 +350,7 @@ def lower_cmpxchg(b: Builder) -> None:
     b.emit(ir.mov_reg(1, old, b.read_reg(dest_reg, zero_extend=True)))
     value = b.temp()
     b.emit(ir.mov_reg(1, value, src))
-    _add_sub_flags(b, size, RAX, old, True, need)
+    b.add_sub_flags(size, RAX, old, True, need)
     _write_accumulator_if_failed(b, size, old)
     # Then dest (it may be the accumulator itself, whose compare always succeeds).
     host = b.read_reg(dest_reg)

@@ -29,7 +29,7 @@ from iced_x86 import OpKind, Register
 from fexaot_tool.translate import abi, ir
 from fexaot_tool.translate.a64 import ZR, Cond, Shift
 from fexaot_tool.translate.builder import (
-    AF, NZCV_FLAGS, PF, REASON_OPERAND, REASON_VECTOR, ZF, Builder, Unsupported,
+    REASON_OPERAND, REASON_VECTOR, ZF, Builder, Unsupported,
 )
 
 GPR = abi.GPR_HOST
@@ -55,35 +55,6 @@ def _step(b: Builder, size: int) -> int:
     return step
 
 
-def _compare(b: Builder, size: int, a: int, c: int, need: int) -> None:
-    """The flags of ``cmp a, c`` (``size`` bytes) that ``need`` asks for; leaves C = NOT CF."""
-    sf = 1 if size == 8 else 0
-    if need & AF:
-        b.emit(ir.eor_reg(1, abi.AF_SRC, a, c))
-    result = None
-    if need & NZCV_FLAGS:
-        if size >= 4:
-            result = abi.PF_SRC if need & PF else b.temp()
-            b.emit(ir.subs_reg(sf, result, a, c))
-        else:
-            # In the top bits of a w register: N, Z, C, V of the narrow subtraction.
-            shift = 32 - size * 8
-            t = b.temp()
-            b.emit(ir.lsl_imm(0, t, a, shift))
-            b.emit(ir.subs_reg(0, t, t, c, Shift.LSL, shift))
-            if need & (PF | AF):
-                result = abi.PF_SRC if need & PF else b.temp()
-                b.emit(ir.lsr_imm(0, result, t, shift))
-        b.cf_inverted = True
-    elif need & (PF | AF):
-        result = abi.PF_SRC if need & PF else b.temp()
-        b.emit(ir.sub_reg(sf, result, a, c))
-    if need & PF and result != abi.PF_SRC:
-        b.emit(ir.mov_reg(1, abi.PF_SRC, result))
-    if need & AF:
-        b.emit(ir.eor_reg(1, abi.AF_SRC, abi.AF_SRC, result))
-
-
 def _element(b: Builder, kind: int, size: int, step: int, need: int) -> None:
     """One iteration: the access(es), the flags, then RSI/RDI stepped (after anything that may fault)."""
     if kind == _MOVS:
@@ -97,9 +68,9 @@ def _element(b: Builder, kind: int, size: int, step: int, need: int) -> None:
     elif kind == _CMPS:
         first = b.load(size, RSI, 0, False)
         second = b.load(size, RDI, 0, False)
-        _compare(b, size, first, second, need)
+        b.add_sub_flags(size, first, second, True, need)
     else:
-        _compare(b, size, RAX, b.load(size, RDI, 0, False), need)
+        b.add_sub_flags(size, RAX, b.load(size, RDI, 0, False), True, need)
     if kind in (_MOVS, _LODS, _CMPS):
         b.emit(ir.add_reg(1, RSI, RSI, step))
     if kind != _LODS:
