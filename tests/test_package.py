@@ -19,12 +19,12 @@ import pytest
 
 from fexaot_tool.bench.project import REPO, SconsProject
 from fexaot_tool.cache.key import TranslatorConfig, config_id, lookup_name, module_identity
+from fexaot_tool.cache.lock import open_cache_for_use
 from fexaot_tool.cache.reader import CacheFile
 from fexaot_tool.elf.rootfs import Rootfs
 from fexaot_tool.package.dpkg import DpkgDatabase, DpkgError, parse_package_list, record_package
 from fexaot_tool.package.gc import collect
 from fexaot_tool.package.layout import INDEX_MAGIC, parse_lookup_name, read_index, scan, write_index
-from fexaot_tool.package.lock import open_cache_for_use
 
 from rootfs_fixture import MULTIARCH, copy_fixture_rootfs
 
@@ -168,7 +168,7 @@ def test_upgrade_rebuilds_only_the_changed_library_and_both_versions_coexist(pro
 
 _HOLDER = """
 import sys, time
-from fexaot_tool.package.lock import open_cache_for_use
+from fexaot_tool.cache.lock import open_cache_for_use
 fd = open_cache_for_use(sys.argv[1])
 print("held" if fd is not None else "missing", flush=True)
 sys.stdin.read()

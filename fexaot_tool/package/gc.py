@@ -7,7 +7,7 @@ directory holds more than ``max_size`` bytes of caches, the least recently
 used go, by access time (the kernel's ``relatime`` updates it when a runtime
 maps the file, at most once a day), oldest first, ties by name.
 
-Removal follows the lock protocol of :mod:`fexaot_tool.package.lock`: the whole
+Removal follows the lock protocol of :mod:`fexaot_tool.cache.lock`: the whole
 collection holds ``D/.lock`` exclusively, and a file is unlinked only under an
 exclusive non-blocking lock of its own, so a cache a runtime holds is skipped
 and reported, never removed.  Unlinking is atomic and the index is rewritten
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 from fexaot_tool.cache.atomic import remove_stale_partials
 from fexaot_tool.cache.key import FileIdCache, IdentityError
+from fexaot_tool.cache.lock import directory_lock, try_lock_for_removal
 from fexaot_tool.elf.rootfs import Rootfs
 from fexaot_tool.package.layout import LayoutError, scan, write_index_locked
-from fexaot_tool.package.lock import directory_lock, try_lock_for_removal
 
 # Where an x86-64 rootfs keeps executables and libraries (merged-/usr links are
 # walked once: the walk resolves /lib to /usr/lib).

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 from fexaot_tool.cache.atomic import atomic_write
 from fexaot_tool.cache.key import lookup_name
+from fexaot_tool.cache.lock import directory_lock
 from fexaot_tool.cache.reader import CacheFile, CacheRejected
 from fexaot_tool.errors import FexaotError
-from fexaot_tool.package.lock import directory_lock
 
 INDEX_NAME = "index"
 INDEX_MAGIC = "fexaot-cache-index 1"

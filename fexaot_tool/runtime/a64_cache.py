@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass, field
 
 from fexaot_tool.cache.key import ModuleIdentity, lookup_name
-from fexaot_tool.package.lock import open_cache_for_use
+from fexaot_tool.cache.lock import open_cache_for_use
 from fexaot_tool.cache.reader import CacheFile, CachedModule, CacheRejected, check_module_matches
 
 
@@ -51,7 +51,7 @@ class CacheFinder:
     events: list[CacheEvent] = field(default_factory=list)
     _open: dict[str, CacheFile | None] = field(default_factory=dict)
     # Shared flocks on the cache-directory files in use, held until close(): `fexaot gc` never
-    # removes a locked file (fexaot_tool/package/lock.py, docs/packaging.md).
+    # removes a locked file (fexaot_tool/cache/lock.py, docs/packaging.md).
     _locks: dict[str, int] = field(default_factory=dict)
 
     def _file(self, path: str, module: str) -> CacheFile | None:
