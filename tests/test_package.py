@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 
 from fexaot_tool.bench.project import REPO, SconsProject
-from fexaot_tool.cache.key import TranslatorConfig, config_id, lookup_name, module_identity
+from fexaot_tool.cache.key import TranslatorConfig, config_id, lookup_name, module_identity, parse_lookup_name
 from fexaot_tool.cache.lock import open_cache_for_use
 from fexaot_tool.cache.reader import CacheFile
 from fexaot_tool.elf.rootfs import Rootfs
 from fexaot_tool.package.dpkg import DpkgDatabase, DpkgError, parse_package_list, record_package
 from fexaot_tool.package.gc import collect
-from fexaot_tool.package.layout import INDEX_MAGIC, parse_lookup_name, read_index, scan, write_index
+from fexaot_tool.package.layout import INDEX_MAGIC, read_index, scan, write_index
 
 from rootfs_fixture import MULTIARCH, copy_fixture_rootfs
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -272,4 +273,27 @@ def lookup_name(basename: str, file_id: int, config_id: int) -> str:
     if not basename or "/" in basename or basename in (".", ".."):
         raise ValueError(f"not a basename: {basename!r}")
     return f"{basename}-{file_id:016x}-{config_id:016x}.fexcache"
+
+
+_LOOKUP_NAME = re.compile(r"^(?P<basename>.+)-(?P<file_id>[0-9a-f]{16})-(?P<config_id>[0-9a-f]{16})\.fexcache$")
+
+
+@dataclass(frozen=True)
+class LookupName:
+    basename: str
+    file_id: int
+    config_id: int
+
+    @property
+    def name(self) -> str:
+        return lookup_name(self.basename, self.file_id, self.config_id)
+
+
+def parse_lookup_name(name: str) -> LookupName | None:
+    """The parts of a lookup name (:func:`lookup_name`), or None for any other file name."""
+    m = _LOOKUP_NAME.match(name)
+    if m is None:
+        return None
+    parsed = LookupName(m["basename"], int(m["file_id"], 16), int(m["config_id"], 16))
+    return parsed if parsed.name == name else None
 

@@ -21,11 +21,10 @@ use it after validating it as any cache.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 
 from fexaot_tool.cache.atomic import atomic_write
-from fexaot_tool.cache.key import lookup_name
+from fexaot_tool.cache.key import lookup_name, parse_lookup_name
 from fexaot_tool.cache.lock import directory_lock
 from fexaot_tool.cache.reader import CacheFile, CacheRejected
 from fexaot_tool.errors import FexaotError
@@ -33,23 +32,11 @@ from fexaot_tool.errors import FexaotError
 INDEX_NAME = "index"
 INDEX_MAGIC = "fexaot-cache-index 1"
 CACHE_SUFFIX = ".fexcache"
-_LOOKUP_NAME = re.compile(r"^(?P<basename>.+)-(?P<file_id>[0-9a-f]{16})-(?P<config_id>[0-9a-f]{16})\.fexcache$")
 _COPY_CHUNK = 1 << 20
 
 
 class LayoutError(FexaotError):
     """A cache that cannot be installed, or a cache directory that cannot be used."""
-
-
-@dataclass(frozen=True)
-class LookupName:
-    basename: str
-    file_id: int
-    config_id: int
-
-    @property
-    def name(self) -> str:
-        return lookup_name(self.basename, self.file_id, self.config_id)
 
 
 @dataclass(frozen=True)
@@ -65,15 +52,6 @@ class IndexEntry:
     def line(self) -> str:
         return (f"{self.name}\t{self.file_id:016x}\t{self.config_id:016x}\t{self.content_hash.hex()}\t"
                 f"{self.elf_size}\t{self.filter}\t{self.cache_size}\n")
-
-
-def parse_lookup_name(name: str) -> LookupName | None:
-    """The parts of a lookup name, or None for any other file name."""
-    m = _LOOKUP_NAME.match(name)
-    if m is None:
-        return None
-    parsed = LookupName(m["basename"], int(m["file_id"], 16), int(m["config_id"], 16))
-    return parsed if parsed.name == name else None
 
 
 def cache_lookup_name(cache_path: str) -> str:
