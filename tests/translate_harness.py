@@ -100,6 +100,26 @@ def _set_a64_vector_state(uc: Uc, state: dict) -> None:
     uc.reg_write(A.UC_ARM64_REG_FPCR, 0)  # round to nearest, no flush-to-zero: MXCSR 0x1F80
 
 
+def _load_a64_state(uc: Uc, state: dict, state_block: int, fs_base: int, stop: int) -> None:
+    """Guest registers, flags and XMM into their AArch64 registers (docs/abi.md), and the state block at
+    ``state_block`` with DF, FS base, MXCSR and both exits pointing at ``stop``."""
+    for n, value in enumerate(state["gprs"]):
+        uc.reg_write(A64_REGS[abi.GPR_HOST[n]], value)
+    _set_a64_vector_state(uc, state)
+    f = state["flags"]
+    uc.reg_write(A.UC_ARM64_REG_NZCV, f["SF"] << 31 | f["ZF"] << 30 | f["CF"] << 29 | f["OF"] << 28)
+    uc.reg_write(A64_REGS[abi.PF_SRC], 0 if f["PF"] else 1)
+    uc.reg_write(A64_REGS[abi.AF_SRC], f["AF"] << 4)
+    uc.reg_write(A64_REGS[abi.STATE], state_block)
+    block = bytearray(0x100)
+    block[abi.DF_OFFSET] = f["DF"]
+    block[abi.FS_BASE_OFFSET:abi.FS_BASE_OFFSET + 8] = fs_base.to_bytes(8, "little")
+    block[abi.DISPATCH_OFFSET:abi.DISPATCH_OFFSET + 8] = stop.to_bytes(8, "little")
+    block[abi.EXIT_TO_RUNTIME_OFFSET:abi.EXIT_TO_RUNTIME_OFFSET + 8] = stop.to_bytes(8, "little")
+    block[abi.MXCSR_OFFSET:abi.MXCSR_OFFSET + 4] = (0x1F80).to_bytes(4, "little")  # the guest MXCSR
+    uc.mem_write(state_block, bytes(block))
+
+
 def _x86_xmm(uc: Uc) -> list[int]:
     return [uc.reg_read(X.UC_X86_REG_XMM0 + n) for n in range(16)]
 
@@ -211,21 +231,7 @@ class Differ:
 
     def _run_arm(self, state: dict, memory: bytes) -> Outcome:
         uc = self.arm
-        for n, value in enumerate(state["gprs"]):
-            uc.reg_write(A64_REGS[abi.GPR_HOST[n]], value)
-        _set_a64_vector_state(uc, state)
-        f = state["flags"]
-        uc.reg_write(A.UC_ARM64_REG_NZCV, f["SF"] << 31 | f["ZF"] << 30 | f["CF"] << 29 | f["OF"] << 28)
-        uc.reg_write(A64_REGS[abi.PF_SRC], 0 if f["PF"] else 1)
-        uc.reg_write(A64_REGS[abi.AF_SRC], f["AF"] << 4)
-        uc.reg_write(A64_REGS[abi.STATE], STATE)
-        block = bytearray(0x100)
-        block[abi.DF_OFFSET] = f["DF"]
-        block[abi.FS_BASE_OFFSET:abi.FS_BASE_OFFSET + 8] = DATA.to_bytes(8, "little")
-        block[abi.DISPATCH_OFFSET:abi.DISPATCH_OFFSET + 8] = STOP.to_bytes(8, "little")
-        block[abi.EXIT_TO_RUNTIME_OFFSET:abi.EXIT_TO_RUNTIME_OFFSET + 8] = STOP.to_bytes(8, "little")
-        block[abi.MXCSR_OFFSET:abi.MXCSR_OFFSET + 4] = (0x1F80).to_bytes(4, "little")  # the guest MXCSR
-        uc.mem_write(STATE, bytes(block))
+        _load_a64_state(uc, state, STATE, DATA, STOP)
         uc.mem_write(DATA, memory)
         uc.emu_start(HOST_CODE, STOP, count=100_000)
         assert uc.reg_read(A.UC_ARM64_REG_PC) == STOP, "translated code did not reach an exit"
@@ -407,21 +413,7 @@ class ModuleDiffer:
         uc.mem_map(st, 0x1000)
         uc.mem_map(stop, 0x1000)
         uc.mem_write(code, host)
-        for n, value in enumerate(state["gprs"]):
-            uc.reg_write(A64_REGS[abi.GPR_HOST[n]], value)
-        _set_a64_vector_state(uc, state)
-        f = state["flags"]
-        uc.reg_write(A.UC_ARM64_REG_NZCV, f["SF"] << 31 | f["ZF"] << 30 | f["CF"] << 29 | f["OF"] << 28)
-        uc.reg_write(A64_REGS[abi.PF_SRC], 0 if f["PF"] else 1)
-        uc.reg_write(A64_REGS[abi.AF_SRC], f["AF"] << 4)
-        uc.reg_write(A64_REGS[abi.STATE], st)
-        blk = bytearray(0x100)
-        blk[abi.DF_OFFSET] = f["DF"]
-        blk[abi.FS_BASE_OFFSET:abi.FS_BASE_OFFSET + 8] = (0x10008000).to_bytes(8, "little")
-        blk[abi.DISPATCH_OFFSET:abi.DISPATCH_OFFSET + 8] = stop.to_bytes(8, "little")
-        blk[abi.EXIT_TO_RUNTIME_OFFSET:abi.EXIT_TO_RUNTIME_OFFSET + 8] = stop.to_bytes(8, "little")
-        blk[abi.MXCSR_OFFSET:abi.MXCSR_OFFSET + 4] = (0x1F80).to_bytes(4, "little")  # the guest MXCSR
-        uc.mem_write(st, bytes(blk))
+        _load_a64_state(uc, state, st, 0x10008000, stop)
         try:
             uc.emu_start(code, stop, count=1_000_000)
         except UcError:
