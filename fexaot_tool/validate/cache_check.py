@@ -294,7 +294,8 @@ def validate_cache(cache_path: str | os.PathLike, *, rootfs: str = "/", elves: S
             continue
         t0 = time.perf_counter()  # a case's time includes making its state
         results = [harness.run_case(block, s)
-                   for s in make_states(block, block_rng(seed, lm.name, entry.guest_offset), states)]
+                   for s in make_states(block, block_rng(seed, lm.name, entry.guest_offset), states,
+                                        unicorn_only=harness.native is None or not harness.native.available)]
         case_time += time.perf_counter() - t0
         cases += len(results)
         ran = [r for r in results if r.skipped is None]
