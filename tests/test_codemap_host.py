@@ -66,3 +66,45 @@ def test_full_bar_with_libc6_dbg():
     assert report.recall >= 0.999, report.missed_functions
     assert report.precision >= 0.9999, report.false_starts
     assert report.coverage >= 0.995, report.uncovered_by_cause
+
+
+def test_a_scoped_codemap_is_the_whole_codemap_of_its_functions(libc_codemap):
+    """Scoped discovery (what speed-profile compiles from) decodes 300 random
+    exported functions and the FDE ranges they jump into (their .cold parts);
+    their blocks are the whole file's blocks, except where only a function out
+    of scope names a start inside one of them (none in this sample), and a
+    block's reasons are those found in scope."""
+    from fexaot_tool.discover import ElfImage, codemap_of_image
+    from fexaot_tool.discover.ehframe import read_fdes
+
+    image = ElfImage(LIBC)
+    fdes = sorted((f.pc_begin, f.pc_end) for f in read_fdes(image)[0])
+    fde_starts = [b for b, _ in fdes]
+
+    def fde_of(address):
+        i = bisect.bisect_right(fde_starts, address) - 1
+        return fdes[i] if i >= 0 and address < fdes[i][1] else None
+
+    sample = random.Random(11).sample([a for a, _s, _n in _dynsym_functions() if fde_of(a)], 300)
+    sampled = {fde_of(a) for a in sample}
+    # The ranges they jump into, by capstone's linear disassembly of each sampled range.
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    md.detail = True
+    linked = set()
+    for begin, end in sampled:
+        for insn in md.disasm(image.read(begin, end - begin), begin):
+            if insn.group(capstone.x86.X86_GRP_JUMP) and insn.operands[0].type == capstone.x86.X86_OP_IMM:
+                linked.add(fde_of(insn.operands[0].imm))
+    scope = sampled | (linked - {None})
+    assert len(scope) > len(sampled)  # some of them have .cold parts
+
+    scoped = codemap_of_image(image, within=sample)
+    whole = {b.start: b for b in libc_codemap.blocks if fde_of(b.start) in scope}
+    shape = [(b.start, b.length, b.instructions, b.flags) for b in scoped.blocks]
+    assert len(whole) > 3000 and shape == [(b.start, b.length, b.instructions, b.flags) for b in whole.values()]
+    assert all(b.reasons & ~whole[b.start].reasons == 0 for b in scoped.blocks)
+    assert sum(b.reasons != whole[b.start].reasons for b in scoped.blocks) > 0  # callers out of scope
+    assert set(sample) <= {b.start for b in scoped.blocks}
+
+    assert codemap_of_image(image, within=[]).blocks == ()
+    assert codemap_of_image(image, within=[0x10]).blocks == ()  # not code: nothing in scope

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 from fexaot_tool.discover.codemap import Codemap, Reason
 from fexaot_tool.discover.elfimage import ElfImage
@@ -21,10 +22,16 @@ def build_codemap(path: str | os.PathLike, display_name: str | None = None) -> C
     return codemap_of_image(ElfImage(path, display_name))
 
 
-def codemap_of_image(image: ElfImage) -> Codemap:
-    """The codemap of an ELF file already read (so a caller reads the file once)."""
+def codemap_of_image(image: ElfImage, within: Iterable[int] | None = None) -> Codemap:
+    """The codemap of an ELF file already read (so a caller reads the file once).
+
+    With ``within``, a *scoped* codemap: the blocks of the functions (FDE ranges)
+    holding those addresses only, and of the code outside FDE ranges if one of
+    them is there; no address in code gives an empty codemap.  Discovery does
+    the work of those functions only (docs/codemap.md, "Scoped codemaps").
+    """
     seeds = collect_seeds(image)
-    explorer = Explorer(seeds)
+    explorer = Explorer(seeds, within)
     explorer.run()
     blocks, dropped = explorer.blocks()
     notes = list(seeds.notes)

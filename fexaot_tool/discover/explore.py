@@ -15,6 +15,15 @@ byte is decoded about once whether the sweep or the descent reaches it first.
 - Between descent rounds, new indirect jmps are resolved (jumptable.py) and
   ``lea reg, [rip+disp]`` instructions naming code add CODE_POINTER seeds.
 
+A *scoped* explorer (``within``: addresses, e.g. the blocks a profile saw run)
+does all of this for the functions holding those addresses only: their FDE
+ranges (merged as the sweep merges them), the FDE ranges those jump into
+(a function's ``.cold`` part) and, if an address lies outside every FDE range,
+the code outside FDE ranges.  Seeds, targets and sweeps elsewhere are
+not decoded, so what only other functions say about a scoped one (a jump from a
+function out of scope into its middle) is not known (docs/codemap.md, "Scoped
+codemaps").
+
 The hot loops read two attributes per instruction (``len``, ``flow_control``);
 everything else is looked up only for the ~25% of instructions that transfer
 control or are one byte long (see flow.py).
@@ -79,7 +88,7 @@ class _Region:
 class Explorer:
     """Runs sweep + descent to a fixpoint over one file and turns the result into blocks."""
 
-    def __init__(self, seeds: SeedSet):
+    def __init__(self, seeds: SeedSet, within=None):
         self.seeds = seeds
         self.image = seeds.image
         self.regions = [_Region(c, self.image.data) for c in self.image.code_ranges]
@@ -100,6 +109,18 @@ class Explorer:
         self._links: dict[tuple[int, int], set[tuple[int, int]]] | None = None
         self._relro = [(s.p_vaddr, s.p_vaddr + s.p_memsz) for s in self.image.info.segments
                        if s.p_type == PT_GNU_RELRO]
+        # Scope: None explores the whole file; otherwise the FDE ranges in scope and
+        # whether code outside every FDE range is.
+        self.scope: set[tuple[int, int]] | None = None
+        self.scope_outside = False
+        if within is not None:
+            self.scope = set()
+            for address in within:
+                fde = self.fde_range_of(address)
+                if fde is not None:
+                    self.scope.add(fde)
+                elif self.is_code(address):
+                    self.scope_outside = True
 
     # -- queries (used by jumptable.py) ----------------------------------------
 
@@ -121,6 +142,13 @@ class Explorer:
         if i >= 0 and address < self.fde_ranges[i][1]:
             return self.fde_ranges[i]
         return None
+
+    def in_scope(self, address: int) -> bool:
+        """True when a scoped explorer may decode at ``address`` (always, unscoped)."""
+        if self.scope is None:
+            return True
+        fde = self.fde_range_of(address)
+        return fde in self.scope if fde is not None else self.scope_outside
 
     def read(self, address: int, size: int) -> bytes | None:
         return self.image.read(address, size)
@@ -207,8 +235,19 @@ class Explorer:
     # -- exploration -----------------------------------------------------------
 
     def run(self) -> None:
+        if self.scope is not None and not self.scope and not self.scope_outside:
+            return  # nothing in scope: an empty codemap
         for begin, end in self.fde_ranges:
-            self._sweep(begin, end)
+            if self.scope is None or (begin, end) in self.scope:
+                self._sweep(begin, end)
+        if self.scope is not None:
+            # The parts of a function gcc splits off (``.cold``) have FDEs of their
+            # own, and its jump tables may point into them: a range a function in
+            # scope jumps into (jmp/jcc, not call) is in scope too, one level deep.
+            linked = {self.fde_range_of(target) for target in self.targets.values()} - self.scope - {None}
+            self.scope |= linked
+            for begin, end in sorted(linked):
+                self._sweep(begin, end)
         self.work.extend(self.seeds.addresses.items())
         pointers = self._lea_candidates()
         # Each round ends with work only if a jump was newly resolved or a new lea
@@ -285,9 +324,13 @@ class Explorer:
     def _descend(self) -> None:
         starts, work, targets, indirect = self.starts, self.work, self.targets, self.indirect_jumps
         calls = self.calls
+        scoped = self.scope is not None
+        in_scope = self.in_scope
         region = None
         while work:
             address, why = work.pop()
+            if scoped and not in_scope(address):
+                continue
             if region is None or not region.start <= address < region.end:
                 region = self.region_of(address)
                 if region is None:
@@ -302,9 +345,14 @@ class Explorer:
             decoder = region.decoder
             decoder.position = address - base
             decoder.ip = address
+            # A scoped descent stops where its function's FDE range ends and an FDE
+            # range out of scope begins (an unscoped one meets that range's sweep there).
+            limit = self._scope_limit(address) if scoped else region.end
             for ins in decoder:
                 ip = ins.ip
                 off = ip - base
+                if ip >= limit:
+                    break
                 if ilen[off]:
                     # Reached decoded code: the two paths meet here, so a block starts here.
                     starts[ip] = starts.get(ip, 0) | _FALL_THROUGH
@@ -335,6 +383,23 @@ class Explorer:
         self._jump_sources = None
         self._links = None
 
+    def _out_of_scope_fde(self, address: int) -> bool:
+        """True when ``address`` is in an FDE range a scoped explorer did not sweep.
+
+        An unscoped explorer sweeps every FDE range, so the bytes there would be decoded.
+        """
+        if self.scope is None:
+            return False
+        fde = self.fde_range_of(address)
+        return fde is not None and fde not in self.scope
+
+    def _scope_limit(self, address: int) -> int:
+        """Where a scoped descent from ``address`` must stop: the next FDE range out of scope."""
+        i = bisect.bisect_right(self._fde_starts, address)
+        while i < len(self.fde_ranges) and self.fde_ranges[i] in self.scope:
+            i += 1
+        return self.fde_ranges[i][0] if i < len(self.fde_ranges) else 1 << 64
+
     def _resolve_indirect_jumps(self) -> None:
         # Unresolved jumps are retried each round: code decoded since may hold their bound check.
         for jump in self.indirect_jumps:
@@ -351,7 +416,10 @@ class Explorer:
             self.work.extend((target, why) for target in resolution.targets)
 
     def _lea_candidates(self) -> list[tuple[_Region, int]]:
-        return [(region, m.start()) for region in self.regions for m in _LEA_RIP.finditer(region.data)]
+        found = [(region, m.start()) for region in self.regions for m in _LEA_RIP.finditer(region.data)]
+        if self.scope is not None:
+            found = [(region, off) for region, off in found if self.in_scope(region.start + off)]
+        return found
 
     def _code_pointers(self, pending: list[tuple[_Region, int]]) -> None:
         """Seed the targets of decoded `lea r64, [rip+disp32]` that name a known instruction start.
@@ -417,7 +485,7 @@ class Explorer:
             if t == _INDIRECT_JUMP:
                 resolution = resolutions.get(base + last)
                 flags |= int(resolution.flag) if resolution else _UNRESOLVED
-            elif falls_nowhere:
+            elif falls_nowhere and not self._out_of_scope_fde(base + p):
                 fde = self.fde_range_of(base + last)
                 ends_fde = _RETURNS_HERE[t] and fde is not None and fde[1] == base + p
                 flags |= _NO_RETURN_CALL if ends_fde else _UNDECODABLE_END
