@@ -127,6 +127,16 @@ def translated_starts(image) -> set[int]:
     return {BlockIndexEntry.STRUCT.unpack_from(data, i)[0] + image.facts.image_base for i in range(0, len(data), step)}
 
 
+def block_code(image) -> dict[int, bytes]:
+    """Block start (virtual address) -> its AArch64 code as compiled (before relocation)."""
+    from fexaot_tool.cache.format import BlockIndexEntry
+
+    data, code = image.sections.get(SectionKind.BLOCK_INDEX, b""), image.sections.get(SectionKind.CODE, b"")
+    entries = (BlockIndexEntry.from_fields(BlockIndexEntry.STRUCT.unpack_from(data, i))
+               for i in range(0, len(data), BlockIndexEntry.STRUCT.size))
+    return {e.guest_offset + image.facts.image_base: code[e.code_offset:e.code_offset + e.code_size] for e in entries}
+
+
 # --- the filters -------------------------------------------------------------------
 
 
@@ -157,7 +167,23 @@ def test_filters_select_what_they_say(programs):
     # Not the callee of the cold branch, not the function nothing calls.
     assert not in_function(hot | reached, fn["cold_helper"])
     assert not in_function(hot | reached, fn["never_called"])
-    assert in_function(starts, fn["never_called"])  # (the codemap knows them: they were left out)
+    # Its codemap is scoped: exactly the blocks of the functions that ran, as the
+    # whole file's codemap has them; the others were never decoded.
+    ran = [fn[name] for name in ("hot_loop", "_start")]
+    assert set(flags) == {s for s in starts if any(lo <= s < hi for lo, hi in ran)}
+    assert in_function(starts, fn["never_called"]) and not in_function(set(flags), fn["never_called"])
+    assert not in_function(set(flags), fn["cold_helper"])
+
+    # Hot blocks get the optimised translation, reached ones the one without IR passes.
+    from fexaot_tool.cache.compile import guest_code
+    from fexaot_tool.translate import translate_block
+    guest = guest_code(ElfImage(str(exe)), chosen.facts.image_base)
+    code = block_code(chosen)
+    for block in codemap.blocks:
+        if block.start in hot | reached:
+            plain = translate_block(guest, block.start, block.length, optimise=block.start in hot).code
+            assert code[block.start] == plain, hex(block.start)
+    assert any(translate_block(guest, s, codemap.block_at(s).length).code != code[s] for s in reached)
 
     # A block is hot from HOT_THRESHOLD executions: at 10 only the loop body is.
     loop_only = compile_module(str(exe), filter=Filter.SPEED_PROFILE, profile=profile, hot_threshold=10)
@@ -172,7 +198,8 @@ def test_a_module_the_profile_does_not_mention_gets_no_code(programs):
     profile = read_profile(str(programs / "hotcold.fexprof"))
     image = compile_module(str(other), filter=Filter.SPEED_PROFILE, profile=profile)
     assert translated_starts(image) == set()
-    assert image.sections[SectionKind.CODEMAP]
+    assert image.sections[SectionKind.CODEMAP] == b""  # nothing in scope: nothing discovered
+    assert compile_module(str(other), filter=Filter.VERIFY).sections[SectionKind.CODEMAP]
 
 
 def test_compile_cli_inspect_and_determinism(programs, tmp_path):
@@ -354,3 +381,4 @@ def test_bad_profile_inputs_are_one_clear_line(programs, tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.startswith("fexaot profile:")]
     assert lines == [f"fexaot profile: {bad}: profile format version 0; this fexaot reads version 1"]
     assert not (project.out / "hotcold.fexcache").exists()
+

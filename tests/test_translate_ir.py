@@ -206,6 +206,14 @@ def test_optimised_block_matches_x86(source: str) -> None:
 
 
 @pytest.mark.skipif(shutil.which("as") is None, reason="needs GNU as for x86-64")
+@pytest.mark.parametrize("source", PASS_CASES)
+def test_unoptimised_block_matches_x86(source: str) -> None:
+    """Without the passes (what speed-profile gives blocks no profile saw run) the code is right too."""
+    from translate_harness import Differ, assemble as x86_assemble
+    Differ(optimise=False).check(x86_assemble(source))
+
+
+@pytest.mark.skipif(shutil.which("as") is None, reason="needs GNU as for x86-64")
 def test_passes_shorten_the_code() -> None:
     from translate_harness import assemble as x86_assemble
     code = x86_assemble("mov edx, 16\n imul rsi, rdx\n xor edi, edi\n mov [rbx], rdi\n mov ecx, 4\n shl rax, cl")

@@ -135,9 +135,10 @@ def _compare_xmm(state: dict, want: Outcome, got: Outcome, where: str) -> None:
 
 
 class Differ:
-    def __init__(self, memory_order: str = "tso", features: tuple[str, ...] | None = None):
+    def __init__(self, memory_order: str = "tso", features: tuple[str, ...] | None = None, optimise: bool = True):
         self.memory_order = memory_order
         self.features = features  # None: the translator's default
+        self.optimise = optimise  # False: without the IR passes (speed-profile's reached blocks)
         self.arm = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
         self.arm.ctl_set_cpu_model(A.UC_CPU_ARM64_MAX)
         for base, size in ((GUEST, 0x10000), (DATA, DATA_SIZE), (HOST_CODE, 0x10000), (STATE, 0x1000),
@@ -159,7 +160,7 @@ class Differ:
         linked = GUEST - load_base
         guest = GuestCode(0, ((linked, code),))
         kwargs = {"features": self.features} if self.features is not None else {}
-        block = translate_block(guest, linked, len(code), self.memory_order == "tso", **kwargs)
+        block = translate_block(guest, linked, len(code), self.memory_order == "tso", optimise=self.optimise, **kwargs)
         assert block.stop is None, f"not translated in full: {block.stop}"
         host = bytearray(block.code)
         for at, address in block.literals:

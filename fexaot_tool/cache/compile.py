@@ -4,12 +4,15 @@
 two produce byte-identical files.  The steps: read and check the ELF file,
 compute its identity (:mod:`fexaot_tool.cache.key`), find its blocks
 (:mod:`fexaot_tool.discover`), translate the blocks the filter selects
-(:mod:`fexaot_tool.translate`) and write the module.  Every filter keeps the
-codemap.  ``verify`` translates nothing; ``speed`` translates every codemap
-block; ``speed-profile`` translates the blocks a profile saw run at least
-``hot_threshold`` times and the blocks statically reachable from them inside
-their function (:func:`select_profile_blocks`), and marks both kinds in the
-CODEMAP section's ``flags`` (:data:`PROFILE_HOT`, :data:`PROFILE_REACHED`).
+(:mod:`fexaot_tool.translate`) and write the module.  ``verify`` keeps the
+whole codemap and translates nothing; ``speed`` translates every block of the
+whole codemap; ``speed-profile`` discovers only the functions holding a block
+a profile saw run at least ``hot_threshold`` times (a scoped codemap, which is
+what its CODEMAP section holds), translates those blocks and the blocks
+statically reachable from them inside their function
+(:func:`select_profile_blocks`; the reached ones without the IR passes),
+and marks both kinds in the CODEMAP section's ``flags`` (:data:`PROFILE_HOT`,
+:data:`PROFILE_REACHED`).
 """
 
 from __future__ import annotations
@@ -231,26 +234,35 @@ def compile_module(host_path: str, display_name: str | None = None, config: Tran
                    hot_threshold: int = DEFAULT_HOT_THRESHOLD) -> ModuleImage:
     """The module image of one ELF file (``display_name`` names it in errors).
 
-    ``profile`` is read only by ``Filter.SPEED_PROFILE``; a module it does not
-    mention (or no profile) gets the codemap and no code, like ``verify``.
+    ``profile`` is read only by ``Filter.SPEED_PROFILE``, whose codemap is scoped
+    to the functions holding hot blocks; a module with none (or no profile) gets
+    an empty codemap and no code.
     """
     # One read of the file: identity, codemap and guest code all come from the
     # same bytes, even if the file is replaced while it is compiled.
     image = ElfImage(host_path, display_name or host_path)
     identity = identity_of_bytes(image.data)
     facts = ElfFacts.from_elf(image.info)
-    codemap = codemap_of_image(image)
     requests = None
     marks = None
-    if filter == Filter.SPEED:
-        requests = [BlockRequest(b.start, b.length) for b in codemap.blocks]
-    elif filter == Filter.SPEED_PROFILE:
+    if filter == Filter.SPEED_PROFILE:
         module = module_profile_for(profile, identity, display_name or host_path)
-        if module is not None and module.blocks:
-            selection = select_profile_blocks(image, codemap, module.blocks, hot_threshold)
+        counts = module.blocks if module is not None else ()
+        # Discovery is the fixed cost of every compile (~5 s of python3.11's bundle):
+        # speed-profile pays it for the functions it can translate only.
+        codemap = codemap_of_image(image, within=[vaddr for vaddr, n in counts if n >= hot_threshold])
+        if codemap.blocks:
+            selection = select_profile_blocks(image, codemap, counts, hot_threshold)
             chosen = selection.blocks
-            requests = [BlockRequest(b.start, b.length) for b in codemap.blocks if b.start in chosen]
+            # Reached blocks ran in no profiled run: they get the translation without
+            # the IR passes, which is ~17% quicker to build and ~2% larger.
+            hot = selection.hot
+            requests = [BlockRequest(b.start, b.length, b.start in hot) for b in codemap.blocks if b.start in chosen]
             marks = selection.marks()
+    else:
+        codemap = codemap_of_image(image)
+        if filter == Filter.SPEED:
+            requests = [BlockRequest(b.start, b.length) for b in codemap.blocks]
     sections = {SectionKind.CODEMAP: codemap_section(codemap, facts.image_base, marks)}
     if requests:
         config = config or TranslatorConfig()
