@@ -382,3 +382,35 @@ def test_bad_profile_inputs_are_one_clear_line(programs, tmp_path):
     assert lines == [f"fexaot profile: {bad}: profile format version 0; this fexaot reads version 1"]
     assert not (project.out / "hotcold.fexcache").exists()
 
+
+# --- the filters benchmark ---------------------------------------------------------
+
+
+def test_bench_filters_measures_what_each_filter_keeps(programs, tmp_path):
+    """``fexaot bench filters`` on the hot/cold program: it profiles a run, builds
+    speed and speed-profile bundles, runs each on the AArch64 engine and reports
+    sizes and shares that agree with the bundles it built."""
+    from fexaot_tool.bench.filters import run_filters_benchmark
+
+    rootfs = programs / "rootfs"
+    result = run_filters_benchmark(str(rootfs), tmp_path, "hotcold", ("/usr/bin/hotcold",), [1, 10], repeat=1,
+                                   program="/usr/bin/hotcold")
+    speed, every, loop = result["variants"]
+    assert [v["name"] for v in result["variants"]] == ["speed", "speed-profile/1", "speed-profile/10"]
+    for v in result["variants"]:
+        bundle = tmp_path / "projects" / v["name"].replace("/", "-") / "cache/hotcold.fexcache"
+        assert v["bundle_bytes"] == bundle.stat().st_size and v["compile_actions"] == 1
+        assert v["cpu_s"][0] > 0 and v["size_share"] == round(v["bundle_bytes"] / speed["bundle_bytes"], 4)
+        assert abs(v["executed"]["cache"]["instructions"] / _guest_instructions(v) - v["executed"]["cache"]["share"]) < 1e-5
+    # speed and a threshold-1 profile of this very run hold every block it runs.
+    assert speed["executed"]["cache"]["share"] == 1.0 and every["executed"]["cache"]["share"] == 1.0
+    assert every["executed"]["cache"]["instructions"] == speed["executed"]["cache"]["instructions"]
+    # At 10, _start and the loop's entry ran once: the JIT runs them, the loop runs from the cache.
+    assert loop["executed"]["jit"]["instructions"] > 0 and 0.5 < loop["executed"]["cache"]["share"] < 1.0
+    assert speed["bundle_bytes"] >= every["bundle_bytes"] >= loop["bundle_bytes"]  # regions are page-aligned
+    assert not speed["meets_targets"]
+
+
+def _guest_instructions(variant) -> int:
+    executed = variant["executed"]
+    return sum(executed[k]["instructions"] for k in ("cache", "jit", "fallback"))
