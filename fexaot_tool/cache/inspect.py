@@ -190,7 +190,8 @@ def render(summary: CacheSummary, console: Console) -> None:
         table.add_row(m.name, f"{m.file_id:016x}", f"{m.file_size:,}", sections)
     console.print(table)
     if summary.filter == "speed-profile":
-        chosen = Table(title="speed-profile: blocks chosen (from profiles / statically reachable in their function)",
+        chosen = Table(title="speed-profile: blocks chosen (from profiles / statically reachable in their function) "
+                             "of the codemap, which covers the functions profiles saw run",
                        box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
         for column in ("module", "codemap blocks", "from profile", "reachable", "chosen", "%"):
             chosen.add_column(column, justify="left" if column == "module" else "right")

@@ -26,8 +26,9 @@ def codemap_of_image(image: ElfImage, within: Iterable[int] | None = None) -> Co
     """The codemap of an ELF file already read (so a caller reads the file once).
 
     With ``within``, a *scoped* codemap: the blocks of the functions (FDE ranges)
-    holding those addresses only, and of the code outside FDE ranges if one of
-    them is there; no address in code gives an empty codemap.  Discovery does
+    holding those addresses and of the FDE ranges they jump into only, and of
+    the code outside FDE ranges if one of them is there; no address in code
+    gives an empty codemap.  Discovery does
     the work of those functions only (docs/codemap.md, "Scoped codemaps").
     """
     seeds = collect_seeds(image)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import bisect
 import re
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 
 from iced_x86 import Decoder, FlowControl, Instruction
 
@@ -88,7 +89,7 @@ class _Region:
 class Explorer:
     """Runs sweep + descent to a fixpoint over one file and turns the result into blocks."""
 
-    def __init__(self, seeds: SeedSet, within=None):
+    def __init__(self, seeds: SeedSet, within: Iterable[int] | None = None):
         self.seeds = seeds
         self.image = seeds.image
         self.regions = [_Region(c, self.image.data) for c in self.image.code_ranges]
