@@ -195,6 +195,33 @@ def test_binary_without_eh_frame_is_found_by_descent(fixtures):
     assert report.recall == 1.0 and report.precision == 1.0
 
 
+def test_scoped_codemap_of_code_outside_fde_ranges(fixtures):
+    """Without FDEs all code is outside FDE ranges: an address there puts all of it in scope."""
+    from fexaot_tool.discover import ElfImage, codemap_of_image
+
+    fx = fixtures["no_eh_frame"]
+    image = ElfImage(str(fx.stripped))
+    assert codemap_of_image(image, within=[image.info.e_entry]).blocks == fx.codemap.blocks
+    assert codemap_of_image(image, within=[]).blocks == ()
+
+
+@pytest.mark.parametrize("build", ["goto_pie", "switch_pie"])
+def test_scoped_codemap_resolves_the_jump_tables_of_its_functions(fixtures, build):
+    """A scope of one function holding a jump table gives that function's whole-codemap blocks."""
+    from fexaot_tool.discover import ElfImage, codemap_of_image
+
+    fx = fixtures[build]
+    image = ElfImage(str(fx.stripped))
+    table = [b for b in fx.codemap.blocks if b.flags & Flag.JUMP_TABLE]
+    assert table
+    scoped = codemap_of_image(image, within=[table[0].start])
+    shape = {(b.start, b.length, b.instructions, b.flags) for b in scoped.blocks}
+    assert (table[0].start, table[0].length, table[0].instructions, table[0].flags) in shape
+    whole = {(b.start, b.length, b.instructions, b.flags) for b in fx.codemap.blocks}
+    assert shape <= whole and starts_with(scoped, Reason.JUMP_TABLE)
+    assert len(scoped.blocks) < len(fx.codemap.blocks)
+
+
 def test_function_reached_only_through_a_data_pointer(fixtures):
     fx = fixtures["data_pointer"]
     secret = fx.symbols("secret")["secret"]
