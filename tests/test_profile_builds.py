@@ -414,3 +414,19 @@ def test_bench_filters_measures_what_each_filter_keeps(programs, tmp_path):
 def _guest_instructions(variant) -> int:
     executed = variant["executed"]
     return sum(executed[k]["instructions"] for k in ("cache", "jit", "fallback"))
+
+
+def test_selection_from_discovery_edges_is_the_selection_from_decoding():
+    """The compiler selects with the edges discovery found; decoding the blocks again selects the same."""
+    import random
+
+    from fexaot_tool.cache.compile import select_profile_blocks
+    from fexaot_tool.discover import explore_image
+
+    image = ElfImage(HOST_LIBC)
+    rnd = random.Random(3)
+    counts = {b.start: rnd.randint(1, 5) for b in rnd.sample(build_codemap(HOST_LIBC).blocks, 3000)}
+    found = explore_image(image, within=list(counts))
+    decoded = select_profile_blocks(image, found.codemap, counts, 2)
+    assert len(decoded.reached) > 1000
+    assert select_profile_blocks(image, found.codemap, counts, 2, list(found.fde_ranges), found.successors) == decoded

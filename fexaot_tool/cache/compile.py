@@ -28,7 +28,7 @@ from fexaot_tool.cache.format import (
 )
 from fexaot_tool.cache.key import ModuleIdentity, TranslatorConfig, config_id, identity_of_bytes
 from fexaot_tool.cache.writer import ModuleImage, write_cache
-from fexaot_tool.discover import Codemap, ElfImage, Flag, codemap_of_image
+from fexaot_tool.discover import Codemap, ElfImage, Flag, codemap_of_image, explore_image
 from fexaot_tool.discover.ehframe import read_fdes
 from fexaot_tool.discover.flow import TRANSFER_FACTS, Transfer, transfer_of
 from fexaot_tool.errors import FexaotError
@@ -164,7 +164,8 @@ def _successors(image: ElfImage, start: int, length: int, flags: int) -> list[in
 
 def select_profile_blocks(image: ElfImage, codemap: Codemap, counts: dict[int, int] | tuple[tuple[int, int], ...],
                           hot_threshold: int = DEFAULT_HOT_THRESHOLD,
-                          fde_ranges: list[tuple[int, int]] | None = None) -> ProfileSelection:
+                          fde_ranges: list[tuple[int, int]] | None = None,
+                          successors: dict[int, tuple[int, ...]] | None = None) -> ProfileSelection:
     """The speed-profile blocks of one module, given its profile counts ({vaddr: executions}).
 
     Hot: the codemap block holding each profile address executed at least
@@ -173,7 +174,9 @@ def select_profile_blocks(image: ElfImage, codemap: Codemap, counts: dict[int, i
     Reached: codemap blocks reachable from hot ones through direct jumps,
     conditional branches (both ways) and fall-through (also to a call's return
     address), never into a callee nor through an indirect jump, and never out of
-    the hot block's function (:func:`function_ids`).
+    the hot block's function (:func:`function_ids`).  ``fde_ranges`` and
+    ``successors`` are what discovery found (:func:`explore_image`); without them
+    the FDEs are read and the blocks decoded again.
     """
     if fde_ranges is None:
         fde_ranges = _fde_ranges(image)
@@ -199,7 +202,8 @@ def select_profile_blocks(image: ElfImage, codemap: Codemap, counts: dict[int, i
     while work:
         i = work.pop()
         b = blocks[i]
-        for target in _successors(image, b.start, b.length, b.flags):
+        edges = successors[b.start] if successors is not None else _successors(image, b.start, b.length, b.flags)
+        for target in edges:
             j = index_of.get(target)
             if j is not None and j not in seen and functions[j] == functions[i]:
                 seen.add(j)
@@ -250,9 +254,11 @@ def compile_module(host_path: str, display_name: str | None = None, config: Tran
         counts = module.blocks if module is not None else ()
         # Discovery is the fixed cost of every compile (~5 s of python3.11's bundle):
         # speed-profile pays it for the functions it can translate only.
-        codemap = codemap_of_image(image, within=[vaddr for vaddr, n in counts if n >= hot_threshold])
+        found = explore_image(image, within=[vaddr for vaddr, n in counts if n >= hot_threshold])
+        codemap = found.codemap
         if codemap.blocks:
-            selection = select_profile_blocks(image, codemap, counts, hot_threshold)
+            selection = select_profile_blocks(image, codemap, counts, hot_threshold, list(found.fde_ranges),
+                                              found.successors)
             chosen = selection.blocks
             # Reached blocks ran in no profiled run: they get the translation without
             # the IR passes, which is ~17% quicker to build and ~2% larger.

@@ -6,8 +6,9 @@ resolution, all from the file alone.  Imports ``elf`` and ``errors``; knows
 nothing of caches or AArch64.
 """
 
-from fexaot_tool.discover.build import build_codemap, codemap_of_image
+from fexaot_tool.discover.build import Exploration, build_codemap, codemap_of_image, explore_image
 from fexaot_tool.discover.elfimage import ElfImage
 from fexaot_tool.discover.codemap import Block, Codemap, CorruptCodemapError, Flag, Reason
 
-__all__ = ["Block", "Codemap", "CorruptCodemapError", "ElfImage", "Flag", "Reason", "build_codemap", "codemap_of_image"]
+__all__ = ["Block", "Codemap", "CorruptCodemapError", "ElfImage", "Exploration", "Flag", "Reason", "build_codemap",
+           "codemap_of_image", "explore_image"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from fexaot_tool.discover.codemap import Codemap, Reason
 from fexaot_tool.discover.elfimage import ElfImage
@@ -22,6 +23,21 @@ def build_codemap(path: str | os.PathLike, display_name: str | None = None) -> C
     return codemap_of_image(ElfImage(path, display_name))
 
 
+@dataclass(frozen=True)
+class Exploration:
+    """A codemap and what discovery knew on the way that a block selection needs."""
+
+    codemap: Codemap
+    fde_ranges: tuple[tuple[int, int], ...]  # the FDE ranges, overlapping ones merged
+    successors: dict[int, tuple[int, ...]]  # block start -> Explorer.local_successors
+
+
+def explore_image(image: ElfImage, within: Iterable[int] | None = None) -> Exploration:
+    """:func:`codemap_of_image` and the block edges it found, so no caller decodes the blocks again."""
+    codemap, explorer = _explore(image, within)
+    return Exploration(codemap, tuple(explorer.fde_ranges), explorer.local_successors())
+
+
 def codemap_of_image(image: ElfImage, within: Iterable[int] | None = None) -> Codemap:
     """The codemap of an ELF file already read (so a caller reads the file once).
 
@@ -31,6 +47,10 @@ def codemap_of_image(image: ElfImage, within: Iterable[int] | None = None) -> Co
     gives an empty codemap.  Discovery does
     the work of those functions only (docs/codemap.md, "Scoped codemaps").
     """
+    return _explore(image, within)[0]
+
+
+def _explore(image: ElfImage, within: Iterable[int] | None) -> tuple[Codemap, Explorer]:
     seeds = collect_seeds(image)
     explorer = Explorer(seeds, within)
     explorer.run()
@@ -49,7 +69,7 @@ def codemap_of_image(image: ElfImage, within: Iterable[int] | None = None) -> Co
     if dropped:
         notes.append(f"{dropped} block start(s) dropped: the bytes there do not decode")
     return Codemap(tuple(blocks), len(seeds.fdes), sum(seeds.rejected.values()), seeds.degraded,
-                   tuple(notes))
+                   tuple(notes)), explorer
 
 
 def _count_by_reason(counts) -> str:

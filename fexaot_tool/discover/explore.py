@@ -108,6 +108,7 @@ class Explorer:
         self._jump_sources: dict[int, list[int]] | None = None  # rebuilt after each descent
         self._table_sources: dict[int, list[int]] = defaultdict(list)  # target -> resolved indirect jmps
         self._links: dict[tuple[int, int], set[tuple[int, int]]] | None = None
+        self._raw: list[list[int]] = []  # blocks() entries: start, length, count, reasons, flags, last, Transfer
         self._relro = [(s.p_vaddr, s.p_vaddr + s.p_memsz) for s in self.image.info.segments
                        if s.p_type == PT_GNU_RELRO]
         # Scope: None explores the whole file; otherwise the FDE ranges in scope and
@@ -499,8 +500,28 @@ class Explorer:
 
         _flag_overlaps(raw)
         self._flag_unreached(raw)
+        self._raw = raw
         blocks = [Block(entry[0], entry[1], entry[2], entry[3], entry[4]) for entry in raw]
         return blocks, dropped
+
+    def local_successors(self) -> dict[int, tuple[int, ...]]:
+        """Per block start (after :meth:`blocks`), where control goes next inside the code, calls left out.
+
+        The target of a direct jmp, jcc, loop or xbegin, and the fall-through
+        (also to a call's return address) unless the block is flagged
+        NO_RETURN_CALL or UNDECODABLE_END; never a call target nor an indirect
+        jump's targets.  What speed-profile's static reachability follows.
+        """
+        targets = self.targets
+        out = {}
+        for start, length, _count, _reasons, flags, last, t in self._raw:
+            edges = []
+            if _HAS_TARGET[t] and t != _CALL:
+                edges.append(targets[last])
+            if _FALLS[t] and not flags & (_NO_RETURN_CALL | _UNDECODABLE_END):
+                edges.append(start + length)
+            out[start] = tuple(edges)
+        return out
 
     def _flag_unreached(self, raw: list[list[int]]) -> None:
         """Set UNREACHED on blocks no path from a seed reaches (following the same edges the descent does)."""
