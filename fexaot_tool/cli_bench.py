@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import tempfile
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def _cmd_bench_filters(args) -> int:
         return 0
     targets = result["targets"]
     table = Table(title=f"speed-profile against speed: cache/{args.app}.fexcache, -j1, {args.repeat} build(s) each; "
-                        f"run: {' '.join(command)}")
+                        f"run: {shlex.join(command)}")
     for column in ("variant", "bundle bytes", "size %", "build CPU s", "CPU %", "build wall s",
                    "from cache %", "JIT insns", "fallback insns", "targets met"):
         table.add_column(column, justify="left" if column == "variant" else "right")
@@ -61,7 +62,9 @@ def _cmd_bench_filters(args) -> int:
                       f"{100 * executed['cache']['share']:.4f}", f"{executed['jit']['instructions']:,}",
                       f"{executed['fallback']['instructions']:,}",
                       "" if v["name"] == "speed" else ("yes" if v["meets_targets"] else "no"))
-    Console().print(table)
+    console = Console()
+    console.width = max(console.width, 150)  # ten columns: do not squeeze them into a pipe's 80
+    console.print(table)
     print(f"targets: size <= {100 * targets['size_share']:.0f}% and build CPU <= {100 * targets['cpu_share']:.0f}% "
           f"of speed's, >= {100 * targets['from_cache_share']:.0f}% of guest instructions from the cache")
     return 0
