@@ -416,8 +416,29 @@ def _guest_instructions(variant) -> int:
     return sum(executed[k]["instructions"] for k in ("cache", "jit", "fallback"))
 
 
-def test_selection_from_discovery_edges_is_the_selection_from_decoding():
-    """The compiler selects with the edges discovery found; decoding the blocks again selects the same."""
+def _successors_by_decoding(image, block) -> tuple[int, ...]:
+    """A block's edges for static reachability, from decoding its last instruction again."""
+    import iced_x86
+
+    from fexaot_tool.discover import Flag
+    from fexaot_tool.discover.flow import TRANSFER_FACTS, Transfer, transfer_of
+
+    last = None
+    for last in iced_x86.Decoder(64, image.read(block.start, block.length), ip=block.start):
+        pass
+    transfer = transfer_of(last)
+    facts = TRANSFER_FACTS[transfer]
+    out = []
+    if facts.has_target and transfer in (Transfer.JUMP, Transfer.BRANCH, Transfer.XBEGIN):
+        out.append(last.near_branch_target)
+    if facts.falls_through and not block.flags & (Flag.NO_RETURN_CALL | Flag.UNDECODABLE_END):
+        out.append(block.end)
+    return tuple(out)
+
+
+def test_discovery_edges_are_the_edges_of_the_decoded_blocks():
+    """The compiler's reachability follows the edges discovery kept; decoding each block's last
+    instruction again gives the same edges, for every block of a scoped libc codemap."""
     import random
 
     from fexaot_tool.cache.compile import select_profile_blocks
@@ -427,6 +448,6 @@ def test_selection_from_discovery_edges_is_the_selection_from_decoding():
     rnd = random.Random(3)
     counts = {b.start: rnd.randint(1, 5) for b in rnd.sample(build_codemap(HOST_LIBC).blocks, 3000)}
     found = explore_image(image, within=list(counts))
-    decoded = select_profile_blocks(image, found.codemap, counts, 2)
-    assert len(decoded.reached) > 1000
-    assert select_profile_blocks(image, found.codemap, counts, 2, list(found.fde_ranges), found.successors) == decoded
+    assert set(found.successors) == {b.start for b in found.codemap.blocks}
+    assert all(found.successors[b.start] == _successors_by_decoding(image, b) for b in found.codemap.blocks)
+    assert len(select_profile_blocks(found, counts, 2).reached) > 1000

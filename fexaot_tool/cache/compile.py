@@ -21,16 +21,12 @@ import bisect
 import os
 from dataclasses import dataclass
 
-import iced_x86
-
 from fexaot_tool.cache.format import (
     BlockIndexEntry, CodemapEntry, ElfFacts, Filter, Relocation, SectionKind, Untranslatable, pack_section,
 )
 from fexaot_tool.cache.key import ModuleIdentity, TranslatorConfig, config_id, identity_of_bytes
 from fexaot_tool.cache.writer import ModuleImage, write_cache
-from fexaot_tool.discover import Codemap, ElfImage, Flag, codemap_of_image, explore_image
-from fexaot_tool.discover.ehframe import read_fdes
-from fexaot_tool.discover.flow import TRANSFER_FACTS, Transfer, transfer_of
+from fexaot_tool.discover import Codemap, ElfImage, Exploration, codemap_of_image, explore_image
 from fexaot_tool.errors import FexaotError
 from fexaot_tool.profile import ModuleProfile, Profile
 from fexaot_tool.profile.hotset import DEFAULT_HOT_THRESHOLD
@@ -111,27 +107,22 @@ class ProfileSelection:
         return marks
 
 
-def function_ids(codemap: Codemap, fde_ranges: list[tuple[int, int]]) -> list[int]:
+def function_ids(codemap: Codemap, fde_ranges: tuple[tuple[int, int], ...]) -> list[int]:
     """A function number per codemap block (same order): what static reachability may not leave.
 
-    A function is an FDE range (overlapping ranges merged, as the codemap's sweep
-    merges them).  Code outside every FDE range (PLT stubs, ``_start``, files
-    without ``.eh_frame``) is split into regions: maximal runs of codemap blocks
-    outside the FDE ranges where each block starts where the previous one ends.
+    A function is one of ``fde_ranges`` (sorted, overlapping ranges merged, as
+    discovery gives them: :attr:`Exploration.fde_ranges`).  Code outside every
+    FDE range (PLT stubs, ``_start``, files without ``.eh_frame``) is split into
+    regions: maximal runs of codemap blocks outside the FDE ranges where each
+    block starts where the previous one ends.
     """
-    merged: list[list[int]] = []
-    for begin, end in sorted(fde_ranges):
-        if merged and begin < merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([begin, end])
-    starts = [r[0] for r in merged]
+    starts = [begin for begin, _ in fde_ranges]
     ids: list[int] = []
     region = -1
     previous_end = None
     for block in codemap.blocks:
         i = bisect.bisect_right(starts, block.start) - 1
-        if i >= 0 and block.start < merged[i][1]:
+        if i >= 0 and block.start < fde_ranges[i][1]:
             ids.append(i)
             previous_end = None
             continue
@@ -142,45 +133,20 @@ def function_ids(codemap: Codemap, fde_ranges: list[tuple[int, int]]) -> list[in
     return ids
 
 
-def _successors(image: ElfImage, start: int, length: int, flags: int) -> list[int]:
-    """Where control goes after a block, calls left out: a direct jump or branch target, the fall-through."""
-    data = image.read(start, length)
-    if not data:
-        return []
-    last = None
-    for last in iced_x86.Decoder(64, data, ip=start):
-        pass
-    if last is None:
-        return []
-    transfer = transfer_of(last)
-    facts = TRANSFER_FACTS[transfer]
-    out = []
-    if facts.has_target and transfer in (Transfer.JUMP, Transfer.BRANCH, Transfer.XBEGIN):
-        out.append(last.near_branch_target)
-    if facts.falls_through and not flags & (Flag.NO_RETURN_CALL | Flag.UNDECODABLE_END):
-        out.append(start + length)
-    return out
-
-
-def select_profile_blocks(image: ElfImage, codemap: Codemap, counts: dict[int, int] | tuple[tuple[int, int], ...],
-                          hot_threshold: int = DEFAULT_HOT_THRESHOLD,
-                          fde_ranges: list[tuple[int, int]] | None = None,
-                          successors: dict[int, tuple[int, ...]] | None = None) -> ProfileSelection:
+def select_profile_blocks(found: Exploration, counts: dict[int, int] | tuple[tuple[int, int], ...],
+                          hot_threshold: int = DEFAULT_HOT_THRESHOLD) -> ProfileSelection:
     """The speed-profile blocks of one module, given its profile counts ({vaddr: executions}).
 
     Hot: the codemap block holding each profile address executed at least
     ``hot_threshold`` times (an engine may start a block inside a codemap block,
     e.g. after a page boundary; the codemap block then counts as executed).
-    Reached: codemap blocks reachable from hot ones through direct jumps,
-    conditional branches (both ways) and fall-through (also to a call's return
-    address), never into a callee nor through an indirect jump, and never out of
-    the hot block's function (:func:`function_ids`).  ``fde_ranges`` and
-    ``successors`` are what discovery found (:func:`explore_image`); without them
-    the FDEs are read and the blocks decoded again.
+    Reached: codemap blocks reachable from hot ones along the edges discovery
+    found (:meth:`Explorer.local_successors`: direct jumps, conditional branches
+    both ways and fall-through, also to a call's return address; never into a
+    callee nor through an indirect jump), never out of the hot block's function
+    (:func:`function_ids`).
     """
-    if fde_ranges is None:
-        fde_ranges = _fde_ranges(image)
-    blocks = codemap.blocks
+    blocks = found.codemap.blocks
     starts = [b.start for b in blocks]
     index_of = {s: i for i, s in enumerate(starts)}
     items = counts.items() if isinstance(counts, dict) else counts
@@ -196,27 +162,18 @@ def select_profile_blocks(image: ElfImage, codemap: Codemap, counts: dict[int, i
             unmatched += 1
     if not hot:
         return ProfileSelection(frozenset(), frozenset(), unmatched)
-    functions = function_ids(codemap, fde_ranges)
+    functions = function_ids(found.codemap, found.fde_ranges)
+    successors = found.successors
     seen = set(hot)
     work = sorted(hot)
     while work:
         i = work.pop()
-        b = blocks[i]
-        edges = successors[b.start] if successors is not None else _successors(image, b.start, b.length, b.flags)
-        for target in edges:
+        for target in successors[starts[i]]:
             j = index_of.get(target)
             if j is not None and j not in seen and functions[j] == functions[i]:
                 seen.add(j)
                 work.append(j)
     return ProfileSelection(frozenset(starts[i] for i in hot), frozenset(starts[i] for i in seen - hot), unmatched)
-
-
-def _fde_ranges(image: ElfImage) -> list[tuple[int, int]]:
-    try:
-        fdes, _ = read_fdes(image)
-    except FexaotError:
-        return []  # the codemap degraded the same way: everything is "outside FDEs"
-    return [(f.pc_begin, f.pc_end) for f in fdes]
 
 
 def module_profile_for(profile: Profile | None, identity: ModuleIdentity, name: str) -> ModuleProfile | None:
@@ -257,8 +214,7 @@ def compile_module(host_path: str, display_name: str | None = None, config: Tran
         found = explore_image(image, within=[vaddr for vaddr, n in counts if n >= hot_threshold])
         codemap = found.codemap
         if codemap.blocks:
-            selection = select_profile_blocks(image, codemap, counts, hot_threshold, list(found.fde_ranges),
-                                              found.successors)
+            selection = select_profile_blocks(found, counts, hot_threshold)
             chosen = selection.blocks
             # Reached blocks ran in no profiled run: they get the translation without
             # the IR passes, which is ~17% quicker to build and ~2% larger.
