@@ -46,9 +46,7 @@ def _timed(project: SconsProject, target: str, jobs: int) -> tuple[float, int]:
     start = time.perf_counter()
     result = project.scons(target, jobs=jobs, check=False)
     elapsed = time.perf_counter() - start
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise FexaotError(f"scons {target}", f"build failed: {last}")
+    result.raise_for_failure(f"scons {target}")
     return elapsed, len(result.compiled) + len(result.bundled)
 
 

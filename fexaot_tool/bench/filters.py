@@ -88,9 +88,7 @@ def _build(variant: Variant, workdir: Path, rootfs: str, app: str, program: str)
     result = project.scons(*variant.args, target, jobs=1, check=False)
     variant.wall.append(time.perf_counter() - start)
     variant.cpu.append(_children_cpu() - cpu)
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise FexaotError(f"scons {' '.join(variant.args)} {target}", f"build failed: {last}")
+    result.raise_for_failure(f"scons {' '.join(variant.args)} {target}")
     variant.compiled = len(result.compiled)
     bundle = project_dir / target
     variant.size = bundle.stat().st_size

@@ -33,6 +33,12 @@ class BuildResult:
         """Guest paths of the objects this build compiled, in order."""
         return [m.group(2) for m in map(_ACTION.match, self.stdout.splitlines()) if m and m.group(1) == "compile"]
 
+    def raise_for_failure(self, what: str) -> None:
+        """A failed build is one FexaotError naming ``what``, with scons's last line of errors."""
+        if self.returncode != 0:
+            last = (self.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise FexaotError(what, f"build failed: {last}")
+
     @property
     def bundled(self) -> list[str]:
         return [os.path.basename(m.group(2)) for m in map(_ACTION.match, self.stdout.splitlines()) if m and m.group(1) == "bundle"]
