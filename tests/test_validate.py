@@ -251,20 +251,27 @@ def _validate_json(capsys, *argv: str) -> tuple[int, dict]:
 
 
 def test_aarch64_stub_encoders_round_trip_through_capstone():
+    from fexaot_tool.validate.guest_abi import OFF_NZCV
+
     cs = Cs(CS_ARCH_ARM64, CS_MODE_ARM)
     cases = {
         stubs.ldr_x_imm(4, 28, 0x18): "ldr x4, [x28, #0x18]",
         stubs.str_x_imm(20, 28, 0x78): "str x20, [x28, #0x78]",
-        stubs.movz_x(1, 2): "mov x1, #2",
-        stubs.msr_nzcv(1): "msr nzcv, x1",
-        stubs.mrs_nzcv(3): "mrs x3, nzcv",
-        stubs.br(1): "br x1",
-        stubs.b(-8): "b #0xfffffffffffffff8",
-        stubs.ldr_x_literal(28, 0x60): "ldr x28, #0x60",
+        stubs.ldr_q_imm(16, 28, 0x120): "ldr q16, [x28, #0x120]",
+        stubs.str_q_imm(31, 28, 0x1f0): "str q31, [x28, #0x1f0]",
+        stubs.MSR_FPCR_XZR: "msr fpcr, xzr",
     }
     for word, text in cases.items():
         (ins,) = cs.disasm(struct.pack("<I", word), 0)
         assert f"{ins.mnemonic} {ins.op_str}" == text
+    # The loader and an exit entry, whole: what docs/validation.md says they do.
+    loader = [f"{i.mnemonic} {i.op_str}" for i in cs.disasm(stubs.a64_loader(0x1234)[:-8], 0)]
+    assert loader[0].startswith("ldr x28, #") and loader[-3:] == ["msr nzcv, x1", f"ldr x1, [x28, #{stubs.OFF_ENTRY:#x}]", "br x1"]
+    assert stubs.a64_loader(0x1234)[-8:] == (0x1234).to_bytes(8, "little")
+    exit_entry = [f"{i.mnemonic} {i.op_str}" for i in cs.disasm(stubs.a64_exit_entry(2, 4000), 0)]
+    assert exit_entry[:2] == ["mov x1, #2", f"str x1, [x28, #{stubs.OFF_EXIT_PATH:#x}]"]
+    assert exit_entry[-3:-1] == ["mrs x1, nzcv", f"str x1, [x28, #{OFF_NZCV:#x}]"]
+    assert exit_entry[-1] == f"b #{4000:#x}"  # the halt address, counted from the entry's start
 
 
 def test_defined_flags_follow_the_last_writer():

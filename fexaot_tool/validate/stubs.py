@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import struct
 
+from fexaot_tool.translate import a64
 from fexaot_tool.validate.guest_abi import (
     AF_SRC_REG, GPR_HOST, OFF_AF_SRC, OFF_GPR, OFF_NZCV, OFF_PF_SRC, OFF_PRIVATE, OFF_RIP, OFF_XMM, PF_SRC_REG,
     STATE_REG, XMM_HOST,
@@ -32,67 +33,26 @@ OFF_ENTRY = OFF_PRIVATE + 8  # address of the block's AArch64 code, read by the 
 EXIT_VIA_DISPATCH = 1
 EXIT_VIA_RUNTIME = 2
 
-# --- AArch64 encoders: one per instruction form, named like the instruction ---------
-
+# --- AArch64: the translator's encoders (translate/a64.py), 64-bit and Q forms -------
 
 def ldr_x_imm(rt: int, rn: int, offset: int) -> int:
-    """LDR Xt, [Xn, #offset] (unsigned offset, a multiple of 8)."""
-    assert offset % 8 == 0 and 0 <= offset < 8 * 4096
-    return 0xF9400000 | (offset // 8) << 10 | rn << 5 | rt
+    return a64.ldr_uimm(3, rt, rn, offset)
 
 
 def str_x_imm(rt: int, rn: int, offset: int) -> int:
-    """STR Xt, [Xn, #offset] (unsigned offset, a multiple of 8)."""
-    assert offset % 8 == 0 and 0 <= offset < 8 * 4096
-    return 0xF9000000 | (offset // 8) << 10 | rn << 5 | rt
-
-
-def ldr_x_literal(rt: int, byte_offset: int) -> int:
-    """LDR Xt, <label> with the label ``byte_offset`` bytes from this instruction."""
-    assert byte_offset % 4 == 0 and -(1 << 20) <= byte_offset < (1 << 20)
-    return 0x58000000 | ((byte_offset // 4) & 0x7FFFF) << 5 | rt
-
-
-def movz_x(rd: int, imm16: int) -> int:
-    """MOVZ Xd, #imm16."""
-    assert 0 <= imm16 < 1 << 16
-    return 0xD2800000 | imm16 << 5 | rd
+    return a64.str_uimm(3, rt, rn, offset)
 
 
 def ldr_q_imm(rt: int, rn: int, offset: int) -> int:
-    """LDR Qt, [Xn, #offset] (unsigned offset, a multiple of 16)."""
-    assert offset % 16 == 0 and 0 <= offset < 16 * 4096
-    return 0x3DC00000 | (offset // 16) << 10 | rn << 5 | rt
+    return a64.ldr_fp_uimm(4, rt, rn, offset)
 
 
 def str_q_imm(rt: int, rn: int, offset: int) -> int:
-    """STR Qt, [Xn, #offset] (unsigned offset, a multiple of 16)."""
-    assert offset % 16 == 0 and 0 <= offset < 16 * 4096
-    return 0x3D800000 | (offset // 16) << 10 | rn << 5 | rt
+    return a64.str_fp_uimm(4, rt, rn, offset)
 
 
-MSR_FPCR_XZR = 0xD51B441F  # FPCR = 0: round to nearest, no flush-to-zero, no default NaN (MXCSR 0x1F80's)
-
-
-def msr_nzcv(rt: int) -> int:
-    return 0xD51B4200 | rt
-
-
-def mrs_nzcv(rt: int) -> int:
-    return 0xD53B4200 | rt
-
-
-def br(rn: int) -> int:
-    return 0xD61F0000 | rn << 5
-
-
-def b(byte_offset: int) -> int:
-    """B <label> with the label ``byte_offset`` bytes from this instruction."""
-    assert byte_offset % 4 == 0 and -(1 << 27) <= byte_offset < (1 << 27)
-    return 0x14000000 | (byte_offset // 4) & 0x3FFFFFF
-
-
-NOP = 0xD503201F
+MSR_FPCR_XZR = a64.msr_fpcr(31)  # FPCR = 0: round to nearest, no flush-to-zero, no default NaN (MXCSR 0x1F80's)
+NOP = a64.nop()
 
 
 def _words(words: list[int]) -> bytes:
@@ -101,7 +61,7 @@ def _words(words: list[int]) -> bytes:
 
 def a64_loader(state_address: int) -> bytes:
     """Load guest state from the state block at ``state_address`` and branch to its OFF_ENTRY slot."""
-    words = [ldr_x_literal(STATE_REG, 0)]  # patched below: the literal sits after the code
+    words = [a64.ldr_literal(1, STATE_REG, 0)]  # patched below: the literal sits after the code
     words += [ldr_x_imm(host, STATE_REG, OFF_GPR + 8 * n) for n, host in enumerate(GPR_HOST)]
     words += [ldr_q_imm(v, STATE_REG, OFF_XMM + 16 * n) for n, v in enumerate(XMM_HOST)]
     words += [
@@ -109,32 +69,32 @@ def a64_loader(state_address: int) -> bytes:
         ldr_x_imm(PF_SRC_REG, STATE_REG, OFF_PF_SRC),
         ldr_x_imm(AF_SRC_REG, STATE_REG, OFF_AF_SRC),
         ldr_x_imm(1, STATE_REG, OFF_NZCV),
-        msr_nzcv(1),
+        a64.msr_nzcv(1),
         ldr_x_imm(1, STATE_REG, OFF_ENTRY),
-        br(1),
+        a64.br(1),
     ]
     literal_at = 4 * len(words)
-    words[0] = ldr_x_literal(STATE_REG, literal_at)
+    words[0] = a64.ldr_literal(1, STATE_REG, literal_at)
     return _words(words) + struct.pack("<Q", state_address)
 
 
 def a64_exit_entry(path: int, halt_offset: int) -> bytes:
     """A dispatch or exit_to_runtime entry: record ``path``, spill guest state, branch ``halt_offset`` bytes ahead."""
-    words = [movz_x(1, path), str_x_imm(1, STATE_REG, OFF_EXIT_PATH), str_x_imm(0, STATE_REG, OFF_RIP)]
+    words = [a64.movz(1, 1, path), str_x_imm(1, STATE_REG, OFF_EXIT_PATH), str_x_imm(0, STATE_REG, OFF_RIP)]
     words += [str_x_imm(host, STATE_REG, OFF_GPR + 8 * n) for n, host in enumerate(GPR_HOST)]
     words += [str_q_imm(v, STATE_REG, OFF_XMM + 16 * n) for n, v in enumerate(XMM_HOST)]
     words += [
         str_x_imm(PF_SRC_REG, STATE_REG, OFF_PF_SRC),
         str_x_imm(AF_SRC_REG, STATE_REG, OFF_AF_SRC),
-        mrs_nzcv(1),
+        a64.mrs_nzcv(1),
         str_x_imm(1, STATE_REG, OFF_NZCV),
     ]
-    words.append(b(halt_offset - 4 * len(words)))
+    words.append(a64.b(halt_offset - 4 * len(words)))
     return _words(words)
 
 
 def a64_branch(byte_offset: int) -> bytes:
-    return _words([b(byte_offset)])
+    return _words([a64.b(byte_offset)])
 
 
 # --- x86-64 stubs ------------------------------------------------------------------
