@@ -46,7 +46,8 @@ import iced_x86
 import unicorn
 from unicorn import unicorn_const as uc_const
 from unicorn.arm64_const import UC_ARM64_REG_FPCR, UC_ARM64_REG_PC, UC_CPU_ARM64_MAX
-from unicorn.x86_const import UC_X86_REG_FS_BASE, UC_X86_REG_GS_BASE, UC_X86_REG_MXCSR, UC_X86_REG_RIP
+from unicorn.x86_const import (UC_X86_REG_FP0, UC_X86_REG_FPCW, UC_X86_REG_FPSW, UC_X86_REG_FPTAG, UC_X86_REG_FS_BASE,
+                               UC_X86_REG_GS_BASE, UC_X86_REG_MXCSR, UC_X86_REG_RIP)
 
 from fexaot_tool.cache.format import SectionKind
 from fexaot_tool.cache.key import TranslatorConfig, config_id
@@ -58,6 +59,7 @@ from fexaot_tool.runtime.engine import BlockCount, Engine, EngineFault, SystemCa
 from fexaot_tool.runtime.modules import ExecRegion
 from fexaot_tool.runtime.x86 import X86Engine
 from fexaot_tool.translate import GuestCode, abi, translate_block
+from fexaot_tool.translate.block import is_x87
 
 _UNTIL_NEVER = (1 << 64) - 1
 _MASK64 = (1 << 64) - 1
@@ -185,6 +187,11 @@ class A64Engine(Engine):
         self._fallback_first = False
         self._fallback_stop_at: int | None = None
         self._x86_block_instructions: dict[tuple[int, int], int] = {}
+        # x87 state crosses to the x86 engine when it changed since the last crossing, and back
+        # when the fallback ran an x87 instruction (a register access costs microseconds).
+        self._x87_blocks: dict[tuple[int, int], bool] = {}
+        self._fallback_x87 = _X87_RESET
+        self._fallback_touched_x87 = False
         self.uc.hook_add(uc_const.UC_HOOK_MEM_UNMAPPED | uc_const.UC_HOOK_MEM_READ_PROT
                          | uc_const.UC_HOOK_MEM_FETCH_PROT, self._on_bad_access)
 
@@ -226,6 +233,7 @@ class A64Engine(Engine):
         struct.pack_into("<QQ", self.state, abi.DISPATCH_OFFSET, self.layout.dispatch, self.layout.exit_to_runtime)
         struct.pack_into("<QQQ", self.state, rt.L1_BASE_OFFSET, self.layout.l1, self.layout.stubs, self.layout.slots)
         struct.pack_into("<I", self.state, abi.MXCSR_OFFSET, 0x1F80)
+        self.state[abi.X87_REGS_OFFSET:abi.X87_REGS_OFFSET + abi.X87_SIZE] = _X87_RESET
         # Stub 0 is never used: 0 in the lookup table means "no translation".
         self.stub_count = 1
         self.stub_rip = array("Q", [0])
@@ -582,6 +590,9 @@ class A64Engine(Engine):
         self.state[abi.XMM_OFFSET:abi.XMM_OFFSET + 256] = bytes(256)
         self.uc.reg_write(UC_ARM64_REG_FPCR, 0)
         self._fallback_mxcsr = 0x1F80
+        # and a Linux process's x87 state: control word 0x37F, every register empty (as the x86 engine's).
+        self.state[abi.X87_REGS_OFFSET:abi.X87_REGS_OFFSET + abi.X87_SIZE] = _X87_RESET
+        self._fallback_x87 = _X87_RESET
         self._fs_dirty = True
 
     def read_register(self, name: str) -> int:
@@ -754,6 +765,11 @@ class A64Engine(Engine):
         if mxcsr != self._fallback_mxcsr:
             x86.reg_write(UC_X86_REG_MXCSR, mxcsr)
             self._fallback_mxcsr = mxcsr
+        x87 = bytes(self.state[abi.X87_REGS_OFFSET:abi.X87_REGS_OFFSET + abi.X87_SIZE])
+        if x87 != self._fallback_x87:
+            x86.reg_write_batch(x87_to_registers(x87))
+            self._fallback_x87 = x87
+        self._fallback_touched_x87 = False
         self.fallback._bad_access = None
         self.fallback._interrupt = None
         self.fallback._stop_requested = False
@@ -780,6 +796,10 @@ class A64Engine(Engine):
             return
         finally:
             self._in_fallback = False
+        if self._fallback_touched_x87:
+            x87 = x87_from_engine(x86)
+            self.state[abi.X87_REGS_OFFSET:abi.X87_REGS_OFFSET + abi.X87_SIZE] = x87
+            self._fallback_x87 = x87
         (rflags,) = struct.unpack_from("<Q", self.state, abi.RFLAGS_OFFSET)
         nzcv, pf, af, df = flags_of(rflags)
         struct.pack_into("<QQQQ", self.state, abi.DF_OFFSET, df, pf, af, nzcv)
@@ -800,6 +820,9 @@ class A64Engine(Engine):
         instructions = self._x86_block_instructions.get(key)
         if instructions is None:
             instructions = self._x86_block_instructions[key] = _count_instructions(address, size)
+            self._x87_blocks[key] = _uses_x87(address, size)
+        if self._x87_blocks[key]:
+            self._fallback_touched_x87 = True
         self.stats["fallback_blocks"] += 1
         self.stats["fallback_instructions"] += instructions
         if self._counting:
@@ -903,3 +926,32 @@ def _block_length(data: bytes, rip: int, limit: int) -> int:
 def _count_instructions(rip: int, size: int) -> int:
     data = ctypes.string_at(rip, size)
     return sum(1 for _ in iced_x86.Decoder(64, data, ip=rip))
+
+
+def _uses_x87(rip: int, size: int) -> bool:
+    """Whether an x86 block has an instruction that reads or writes x87 state."""
+    return any(is_x87(ins) for ins in iced_x86.Decoder(64, ctypes.string_at(rip, size), ip=rip))
+
+
+# The x87 part of the state block (docs/abi.md "x87 state") and the x86 engine's registers holding it.
+_X87_REGS = struct.Struct("<" + "QH6x" * 8)
+_X87_WORDS = struct.Struct("<IIII")  # control word, status word without TOP, TOP, empty mask
+_X87_UC_REGS = [UC_X86_REG_FP0 + i for i in range(8)]
+_X87_RESET = struct.pack("<128xIIII", abi.X87_CW_DEFAULT, 0, 0, 0xFF)
+
+
+def x87_to_registers(image: bytes) -> list[tuple[int, object]]:
+    """(unicorn register, value) pairs that give the x86 engine the x87 state of a state-block image."""
+    values = _X87_REGS.unpack_from(image, 0)
+    cw, sw, top, empty = _X87_WORDS.unpack_from(image, abi.X87_CW_OFFSET - abi.X87_REGS_OFFSET)
+    tags = sum(3 << 2 * i for i in range(8) if empty >> i & 1)
+    return [(reg, (values[2 * i], values[2 * i + 1])) for i, reg in enumerate(_X87_UC_REGS)] + [
+        (UC_X86_REG_FPCW, cw), (UC_X86_REG_FPSW, sw & ~0x3800 | (top & 7) << 11), (UC_X86_REG_FPTAG, tags)]
+
+
+def x87_from_engine(uc) -> bytes:
+    """The state-block image of the x86 engine's x87 state."""
+    regs = [value for reg in _X87_UC_REGS for value in uc.reg_read(reg)]
+    sw, tags, cw = (uc.reg_read(r) for r in (UC_X86_REG_FPSW, UC_X86_REG_FPTAG, UC_X86_REG_FPCW))
+    empty = sum(1 << i for i in range(8) if tags >> 2 * i & 3 == 3)
+    return _X87_REGS.pack(*regs) + _X87_WORDS.pack(cw, sw & ~0x3800, sw >> 11 & 7, empty)

@@ -39,7 +39,16 @@ DISPATCH_OFFSET = 0x0D0
 EXIT_TO_RUNTIME_OFFSET = 0x0D8
 XMM_OFFSET = 0x100
 RUNTIME_PRIVATE_OFFSET = 0x200
-STATE_SIZE = 0x400
+# x87 (docs/abi.md "x87 state"): physical registers R0-R7, 16 bytes each (significand, then sign and
+# exponent), the control word, the status word without TOP, TOP, and a mask of empty registers.
+X87_REGS_OFFSET = 0x400
+X87_CW_OFFSET = 0x480
+X87_SW_OFFSET = 0x484
+X87_TOP_OFFSET = 0x488
+X87_EMPTY_OFFSET = 0x48C
+X87_SIZE = 0x90
+X87_CW_DEFAULT = 0x37F  # a Linux process's control word: all exceptions masked, 64-bit precision, nearest
+STATE_SIZE = 0x500
 
 
 class ExitReason(enum.IntEnum):

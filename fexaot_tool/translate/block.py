@@ -94,6 +94,17 @@ _SYSTEM_PREFIXES = ("IN", "OUT", "LGDT", "LIDT", "MOV CR", "WRMSR", "RDMSR", "IR
                     "XGETBV", "RDPID", "RDPKRU", "WRPKRU", "RDFSBASE", "RDGSBASE", "WRFSBASE", "WRGSBASE")
 
 
+def is_x87(ins: iced_x86.Instruction) -> bool:
+    """Whether an instruction reads or writes x87 state (docs/abi.md "x87 state"): the x87 instructions,
+    the MMX ones (MMn are the x87 registers) and the FXSAVE/XSAVE families."""
+    name = _MNEMONIC_NAMES.get(ins.mnemonic, "")
+    if name.startswith(("F", "XSAVE", "XRSTOR")) or name == "EMMS":
+        return True
+    return any(ins.op_kind(i) == OpKind.REGISTER and (ins.op_register(i) in _X87_REGISTERS
+                                                      or ins.op_register(i) in _MMX_REGISTERS)
+               for i in range(ins.op_count))
+
+
 def classify(ins: iced_x86.Instruction) -> int:
     """Why an instruction with no lowering row (or an uncovered form) is untranslatable."""
     if unadvertised(ins) is not None:
