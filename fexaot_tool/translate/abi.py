@@ -47,6 +47,9 @@ X87_SW_OFFSET = 0x484
 X87_TOP_OFFSET = 0x488
 X87_EMPTY_OFFSET = 0x48C
 X87_SIZE = 0x90
+# Scratch space of the x87 arithmetic routines (operands, intermediate values): no guest state.
+X87_SCRATCH_OFFSET = 0x490
+X87_SCRATCH_SIZE = 0x48
 X87_CW_DEFAULT = 0x37F  # a Linux process's control word: all exceptions masked, 64-bit precision, nearest
 STATE_SIZE = 0x500
 
