@@ -82,6 +82,7 @@ def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "jump": ("jump.c", []),
         "thread": ("thread.c", ["-lpthread"]),
         "jit": ("jit.c", []),
+        "x87": ("x87.c", ["-lm"]),
     }
     built = {}
     for name, (source, flags) in builds.items():

@@ -78,6 +78,17 @@ def test_c_programs_jit_only(programs: dict[str, Path]) -> None:  # noqa: F811
     assert_same(native, emulated)
 
 
+def test_x87_program_runs_on_translated_code(programs: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    # long double arithmetic, conversions in every rounding mode and at reduced precision, compares and
+    # printf's %La: the x87 instructions run as translated code, bit for bit with the CPU.
+    stats = tmp_path / "stats.json"
+    native, emulated = run_both([str(programs["x87"])], (*JIT_ONLY, "--stats", str(stats)))
+    assert native.returncode == 0 and b"e = 2.71828182845904523543" in native.stdout
+    assert_same(native, emulated)
+    executed = a64_stats(stats)["executed"]
+    assert executed["fallback"]["instructions"] < 0.005 * executed["jit"]["instructions"]
+
+
 def test_coreutils_and_a_shell_pipeline_jit_only(tmp_path: Path) -> None:
     data = tmp_path / "data.txt"
     data.write_text("".join(f"{(i * 7919) % 1009} line {i}\n" for i in range(3000)))

@@ -14,7 +14,7 @@ from fexaot_tool.translate.builder import REASON_NAMES
 
 # Bumped whenever the code generated for the same input changes (new lowering,
 # new relocation kind, new reason code); cache.key puts it in ConfigId.
-TRANSLATOR_VERSION = 4
+TRANSLATOR_VERSION = 5
 
 __all__ = ["BlockRequest", "GuestCode", "ModuleTranslation", "REASON_NAMES", "TRANSLATOR_VERSION", "TranslatedBlock",
            "UntranslatedBlock", "translate_block", "translate_module"]

@@ -1172,3 +1172,8 @@ from fexaot_tool.translate import lower_atomic, lower_string  # noqa: E402
 lower_string.merge_into(LOWERINGS)
 lower_atomic.merge_into(LOWERINGS)
 LOCKABLE = lower_atomic.LOCKABLE
+
+# The x87 unit (lower_x87.py).
+from fexaot_tool.translate import lower_x87  # noqa: E402
+
+lower_x87.merge_into(LOWERINGS)
