@@ -40,6 +40,10 @@ OPERATIONS = {
 def pairs(rng: random.Random) -> list[tuple[tuple[int, int], tuple[int, int]]]:
     edges = edge_x80()
     out = [(a, c) for a in edges[::5] for c in edges[2::5]]
+    # Pseudo-denormals, denormals and the smallest normals against each other, both signs.
+    small = [(m, e | s) for m, e in ((1 << 63, 0), (1 << 63, 1), (0xC000000000000000, 0), (1, 0), (0, 0),
+                                     (0x7FFFFFFFFFFFFFFF, 0)) for s in (0, 0x8000)]
+    out += [(a, c) for a in small for c in small]
     for _ in range(SWEEP):
         a = random_x80(rng)
         kind = rng.randrange(4)

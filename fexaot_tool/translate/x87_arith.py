@@ -375,23 +375,27 @@ def add(b: Builder, a_se: int, a_m: int, c_se: int, c_m: int, subtract: bool = F
     _save(b, _SIGN_C, sc)
     b.emit(ir.eor_reg(0, sa, sa, sc))
     _save(b, _DIFFER, sa)
-    # Order by magnitude (exponent 0 counts as 1): the result has the larger one's exponent and sign.
-    for e in (ea, ec):
-        b.emit(ir.subs_imm(0, ZR, e, 0))
-        b.emit(ir.csinc(0, e, e, ZR, Cond.NE))
+    # Order as the reference does: by exponent, then significand; the result has the larger one's
+    # exponent and sign (exponent 0 counts as 1 for the alignment).
     am, cm = _load(b, _A_M), _load(b, _C_M)
     b.emit(ir.subs_reg(0, ZR, ea, ec))
     decided = b.branch(ir.b_cond, Cond.NE)
     b.emit(ir.subs_reg(1, ZR, am, cm))
-    b.place(decided)  # LO: c is the larger
+    b.place(decided)
+    swap = b.temp()
+    b.emit(ir.cset(0, swap, Cond.LO))  # c is the larger
+    for e in (ea, ec):
+        b.emit(ir.subs_imm(0, ZR, e, 0))
+        b.emit(ir.csinc(0, e, e, ZR, Cond.NE))
+    b.emit(ir.subs_imm(0, ZR, swap, 0))
     exp, d, big, hi = b.temp(), b.temp(), b.temp(), b.temp()
-    b.emit(ir.csel(0, exp, ec, ea, Cond.LO))
+    b.emit(ir.csel(0, exp, ec, ea, Cond.NE))
     b.emit(ir.sub_reg(0, d, ea, ec))
-    b.emit(ir.csneg(0, d, d, d, Cond.HS))
-    b.emit(ir.csel(1, big, cm, am, Cond.LO))
-    b.emit(ir.csel(1, hi, am, cm, Cond.LO))
+    b.emit(ir.csneg(0, d, d, d, Cond.EQ))
+    b.emit(ir.csel(1, big, cm, am, Cond.NE))
+    b.emit(ir.csel(1, hi, am, cm, Cond.NE))
     sign = _load(b, _SIGN_C)
-    b.emit(ir.csel(0, sign, sign, _load(b, _SIGN), Cond.LO))
+    b.emit(ir.csel(0, sign, sign, _load(b, _SIGN), Cond.NE))
     _save(b, _SIGN, sign)
     lo = b.temp()
     b.mov_imm(1, lo, 0)
@@ -420,6 +424,10 @@ def add(b: Builder, a_se: int, a_m: int, c_se: int, c_m: int, subtract: bool = F
     b.emit(ir.sbc(1, hi, big, hi))
     t = b.temp()
     b.emit(ir.orr_reg(1, t, hi, lo))
+    b.emit(ir.cbnz(1, t, pack))
+    # (Only from equal exponents: a pseudo-denormal minus the smallest normal keeps the sign.)
+    b.emit(ir.eor_reg(0, t, _load(b, _A_SE), _load(b, _C_SE)))
+    b.emit(ir.and_imm(0, t, t, EXP_MASK))
     b.emit(ir.cbnz(1, t, pack))
     cw = _control_word(b)
     b.emit(ir.ubfx(0, cw, cw, 10, 2))
