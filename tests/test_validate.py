@@ -560,3 +560,43 @@ def test_a_shift_by_cl_keeps_earlier_undefined_flags_undefined():
     assert not defined_flags(instructions) & PF
     immediate = decode_block(bytes.fromhex("480fbae830" "48c1e803"), 0x1000)  # shr rax, 3 defines PF
     assert defined_flags(immediate) & PF
+
+
+# -- x87 --------------------------------------------------------------------------------------------
+
+def test_x87_state_is_set_and_compared():
+    """An x87 block passes from random x87 states; the same block with a flipped sign bit (eor of the
+    fchs changed) is caught, naming the register; states of blocks without x87 carry no x87 state."""
+    from fexaot_tool.translate import a64
+
+    harness = DifferentialHarness(7)
+    guest = bytes.fromhex("d9e0d9c9dec1")  # fchs; fxch st(1); faddp
+    good = _sse_block(harness, guest, 0x0000_3000_0000_0000)
+    assert good.uses_x87
+    flip = a64.eor_imm(0, 2, 2, 0x8000)
+    code = good.code
+    words = [int.from_bytes(code[i:i + 4], "little") for i in range(0, len(code) - 3, 4)]
+    eor = next(w for w in words if w & ~0x3FF == flip & ~0x3FF)  # eor wN, wN, #0x8000, whatever the register
+    wrong = a64.eor_imm(0, eor & 31, eor >> 5 & 31, 0x4000)  # flips an exponent bit instead
+    bad = _sse_block(harness, guest, 0x0000_3000_0001_0000, (eor, wrong))
+    states = make_states(good, random.Random(2), 20)
+    assert all(s.x87 is not None for s in states)
+    assert all(not harness.run_case(good, s).differences for s in states)
+    fields = {d.field for s in states for d in harness.run_case(bad, s).differences}
+    assert fields and all(f.startswith("x87_r") for f in fields)
+    assert make_states(_sse_block(harness, bytes.fromhex("4801c8"), 0x0000_3000_0002_0000),
+                       random.Random(2), 3)[0].x87 is None
+
+
+def test_x87_compare_clears_c1_and_flags_as_the_sdm_says():
+    """fcomi: unicorn leaves OF/SF/AF and C1, the SDM (and the translation) clear them: a deviation of the
+    reference, not a mismatch."""
+    harness = DifferentialHarness(7, native_referee=False)
+    guest = bytes.fromhex("dbf1")  # fcomi st, st(1)
+    block = _sse_block(harness, guest, 0x0000_3000_0000_0000)
+    regs = struct.pack("<QH6x", 1 << 63, 0x3FFF) * 8
+    x87 = regs + struct.pack("<IIII", 0x37F, 0x200, 0, 0)  # C1 set
+    state = GuestState(_xmm_state(0, 0).gpr, 0x891, 1, 0x10, (0,) * 16, x87)  # OF SF AF CF set
+    result = harness.run_case(block, state)
+    assert not result.differences
+    assert {d.field for d in result.unicorn_deviations} == {"OF", "SF", "AF", "x87_sw"}
