@@ -600,3 +600,25 @@ def test_x87_compare_clears_c1_and_flags_as_the_sdm_says():
     result = harness.run_case(block, state)
     assert not result.differences
     assert {d.field for d in result.unicorn_deviations} == {"OF", "SF", "AF", "x87_sw"}
+
+
+X87_PROGRAM = r"""
+long double scale(long double x, double y, int n) { return x * y + n / (x - 1.5L); }
+float narrow(long double x) { return (float)(x / 3); }
+long long whole(long double x) { return (long long)(x * 1e6L); }
+int main(void) { return (int)scale(2.0L, 3.0, 4) + (int)narrow(9.0L) + (int)whole(0.5L); }
+"""
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_x87_option_validates_only_x87_blocks(capsys, tmp_path):
+    """`--x87` on a gcc-built long double program: only blocks with x87 instructions, all of them agreeing."""
+    source = tmp_path / "x87.c"
+    source.write_text(X87_PROGRAM)
+    program = tmp_path / "x87"
+    subprocess.run(["gcc", "-O1", "-o", str(program), str(source)], check=True)
+    cache = str(tmp_path / "x87.fexcache")
+    assert main(["compile", str(program), "-o", cache]) == 0
+    code, report = _validate_json(capsys, cache, "--x87", "--elf", str(program), "--states", "12")
+    assert code == 0 and not report["mismatches"]
+    assert 3 <= report["blocks_sampled"] == report["blocks_validated"] < report["blocks_in_cache"]

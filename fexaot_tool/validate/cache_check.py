@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import iced_x86
 import xxhash
 
 from fexaot_tool.cache.format import BlockIndexEntry, SectionKind
@@ -28,6 +29,7 @@ from fexaot_tool.elf.closure import ld_so_conf_dirs
 from fexaot_tool.elf.reader import PT_LOAD, ElfInfo
 from fexaot_tool.elf.rootfs import Rootfs
 from fexaot_tool.errors import FexaotError
+from fexaot_tool.translate.block import is_x87
 from fexaot_tool.validate.differential import (
     GUEST_LIMIT, PAGE, BlockUnderTest, CaseResult, DifferentialHarness, Difference, block_rng,
     decode_block, instruction_length, make_states, register_roles,
@@ -255,7 +257,7 @@ def parse_block_spec(text: str) -> tuple[str | None, int]:
 
 def validate_cache(cache_path: str | os.PathLike, *, rootfs: str = "/", elves: Sequence[str] = (),
                    sample: int | None = None, states: int = 20, seed: int = 0,
-                   blocks: Sequence[str] = ()) -> ValidationReport:
+                   blocks: Sequence[str] = (), x87_only: bool = False) -> ValidationReport:
     started = time.perf_counter()
     path = os.fspath(cache_path)
     root = Rootfs(rootfs)
@@ -263,7 +265,8 @@ def validate_cache(cache_path: str | os.PathLike, *, rootfs: str = "/", elves: S
         if not os.path.isfile(elf):
             raise ModuleElfNotFound(elf, "--elf: no such file")
     with CacheFile.open(path) as cache:
-        modules, chosen, total, untranslatable = _choose_blocks(cache, blocks, sample, seed)
+        # With x87_only the sample is drawn after the filter, which needs every module's guest bytes.
+        modules, chosen, total, untranslatable = _choose_blocks(cache, blocks, None if x87_only else sample, seed)
         needed = {file_id for file_id, _ in chosen}
         harness = DifferentialHarness(seed)
         identities: dict[str, ModuleIdentity] = {}
@@ -273,6 +276,10 @@ def validate_cache(cache_path: str | os.PathLike, *, rootfs: str = "/", elves: S
             if module.identity.file_id in needed:
                 elf_path = find_module_elf(path, module, root, elves, identities)
                 loaded[module.identity.file_id] = load_module(harness, module, elf_path, len(loaded))
+        if x87_only:
+            chosen = [(file_id, e) for file_id, e in chosen if _touches_x87(loaded[file_id], e)]
+            if sample is not None and sample < len(chosen):
+                chosen = [chosen[i] for i in sorted(random.Random(seed).sample(range(len(chosen)), sample))]
 
     mismatches: list[Mismatch] = []
     skipped: list[SkippedBlock] = []
@@ -320,6 +327,15 @@ def validate_cache(cache_path: str | os.PathLike, *, rootfs: str = "/", elves: S
         path, seed, states, tuple(f"{m.name} ({m.elf_path})" for m in loaded.values()), total, untranslatable,
         len(chosen), validated, cases, dict(case_skips), tuple(mismatches), tuple(skipped),
         time.perf_counter() - started, case_time, deviations, harness.native is not None and harness.native.available)
+
+
+def _touches_x87(loaded: LoadedModule, entry: BlockIndexEntry) -> bool:
+    """Whether a block's guest bytes have an instruction that reads or writes x87 state."""
+    at = loaded.load_base + loaded.image_base + entry.guest_offset - loaded.image_start
+    if loaded.problem or at < 0:
+        return False
+    guest = loaded.image[at:at + entry.guest_size]
+    return any(is_x87(ins) for ins in iced_x86.Decoder(64, guest, ip=entry.guest_offset))
 
 
 def _choose_blocks(cache: CacheFile, blocks: Sequence[str], sample: int | None, seed: int
