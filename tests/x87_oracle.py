@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from unicorn import UC_ARCH_ARM64, UC_ARCH_X86, UC_MODE_64, UC_MODE_ARM, UC_PROT_ALL, Uc
-from unicorn.arm64_const import UC_ARM64_REG_X0, UC_ARM64_REG_X28
+from unicorn.arm64_const import UC_ARM64_REG_X28
 from unicorn import x86_const as X
 
 from fexaot_tool.translate import backend, ir, passes

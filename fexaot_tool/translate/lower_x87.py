@@ -17,8 +17,8 @@ constants are bit moves.  Conversions (:mod:`x87_convert`) and arithmetic
 control word's precision and rounding control, bit for bit with the reference.
 
 Status word: C0-C3 as the instructions define them; compares clear C1 and
-``fcomi`` clears OF/SF/AF as the SDM says (unicorn leaves them; the host CPU
-referees, docs/validation.md).  The exception flags are not accumulated (like
+``fcomi`` clears OF/SF/AF as the SDM says (unicorn leaves them; the validator
+counts that as the reference's deviation, docs/validation.md "x87").  The exception flags are not accumulated (like
 MXCSR's, docs/translator.md "x87"), except ZE of a division by zero, which the
 reference engine sets; nor is C1's round-up indication.
 
