@@ -75,7 +75,7 @@ def test_canonical_encoding_is_pinned():
         b"cpu_features=flagm,lrcpc,lse\n"
         b"format_version=1\n"
         b"memory_order=tso\n"
-        b"translator_version=4\n"
+        b"translator_version=5\n"
     )
     assert config_id(TranslatorConfig()) == xxhash.xxh3_64_intdigest(canonical_encoding(TranslatorConfig()))
 
@@ -84,7 +84,7 @@ def test_every_config_field_changes_config_id():
     # One alternative per field; a new field without an entry here fails the first assert.
     alternatives = {
         "format_version": 2,
-        "translator_version": 5,
+        "translator_version": 6,
         "cpu_features": ("flagm", "lrcpc", "lse", "lse2"),
         "memory_order": "relaxed",
     }
