@@ -65,8 +65,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
           f"{f', skipped {case_skips}' if case_skips else ''}; {report.microseconds_per_case:.0f} µs per case")
     if report.unicorn_deviations:
         print(f"{report.unicorn_deviations} cases where unicorn x86 disagreed with the translation and the host CPU, "
-              f"running the same instructions natively (x87 blocks: the SDM, docs/validation.md), agreed with the "
-              f"translation (not mismatches)")
+              f"running the same instructions natively (x87 blocks: or the SDM rule it confirmed, "
+              f"docs/validation.md), agreed with the translation (not mismatches)")
     elif not report.native_referee:
         print("the host CPU could not be asked (not x86-64, or ptrace not permitted): unicorn x86 is the only referee")
     print(f"{len(report.mismatches)} mismatching blocks in {report.seconds:.1f} s")

@@ -622,3 +622,123 @@ def test_x87_option_validates_only_x87_blocks(capsys, tmp_path):
     code, report = _validate_json(capsys, cache, "--x87", "--elf", str(program), "--states", "12")
     assert code == 0 and not report["mismatches"]
     assert 3 <= report["blocks_sampled"] == report["blocks_validated"] < report["blocks_in_cache"]
+
+
+# -- x87 with the host CPU as referee -----------------------------------------------------------
+
+def _x87_image(regs: list[tuple[int, int]], top: int = 0, cw: int = 0x37F, sw: int = 0, empty: int = 0) -> bytes:
+    return b"".join(struct.pack("<QH6x", *r) for r in regs) + struct.pack("<IIII", cw, sw, top, empty)
+
+
+ONE, TWO = (1 << 63, 0x3FFF), (1 << 63, 0x4000)
+_NATIVE = pytest.mark.skipif(not NativeReferee().available, reason="the host CPU is not x86-64 or ptrace is denied")
+
+
+def test_fxsave_image_is_stack_relative():
+    """FCW, FSW with TOP, the abridged tag word of physical registers, ST(i) = R((TOP + i) & 7)."""
+    from fexaot_tool.validate.native import x87_from_fxsave, x87_to_fxsave
+
+    regs = [(0x1111 * (i + 1) | 1 << 63, 0x3FF0 + i) for i in range(8)]
+    image = _x87_image(regs, top=5, cw=0x27F, sw=0x4100, empty=0b1000_0001)
+    fx = bytearray(512)
+    x87_to_fxsave(image, fx)
+    assert struct.unpack_from("<HHB", fx, 0) == (0x27F, 0x4100 | 5 << 11, 0b0111_1110)
+    for i in range(8):
+        assert struct.unpack_from("<QH", fx, 32 + 16 * i) == regs[(5 + i) & 7]
+    assert x87_from_fxsave(bytes(fx)) == image
+
+
+@_NATIVE
+def test_native_run_loads_and_reads_x87_state():
+    """fld st(2); fchs; faddp st(2) natively from TOP 6: the CPU's physical registers, TOP and empty mask."""
+    harness = DifferentialHarness(9)
+    guest = bytes.fromhex("d9c2d9e0dec2")
+    block = _sse_block(harness, guest, 0x0000_3000_0000_0000)
+    regs = [(0, 0)] * 8
+    regs[6], regs[7], regs[0] = ONE, TWO, (0xC000000000000000, 0x4000)  # ST(0) 1, ST(1) 2, ST(2) 3
+    image = _x87_image(regs, top=6, empty=0b0011_1110)
+    run = harness.native.run(dict(harness._original), _xmm_state(0, 0).gpr, 0, (0,) * 16, 0x1F80, 0, 0,
+                             block.guest_address, [(i.ip, i.next_ip) for i in block.instructions], [], image)
+    assert run is not None and run.fault is None and run.x87 is not None
+    cw, sw, top, empty = struct.unpack_from("<IIII", run.x87, 0x80)
+    # push -3 into R5, pop it into ST(2) of the pushed stack: R7 = 2 + -3 = -1, TOP back at 6.
+    assert (top, empty, cw) == (6, 0b0011_1110, 0x37F)
+    assert struct.unpack_from("<QH", run.x87, 16 * 7) == (1 << 63, 0xBFFF)
+    assert struct.unpack_from("<QH", run.x87, 16 * 6) == ONE
+
+
+@_NATIVE
+def test_native_run_with_an_unmasked_x87_exception_referees_nothing():
+    """An unmasked divide-by-zero is delivered by silicon (SIGFPE) and not by translated code: no verdict."""
+    harness = DifferentialHarness(9)
+    block = _sse_block(harness, bytes.fromhex("dec9" "d9c0"), 0x0000_3000_0000_0000)  # fmulp; fld st(0)
+    regs = [ONE] * 8
+    regs[1] = (0, 0)
+    steps = [(i.ip, i.next_ip) for i in block.instructions]
+    masked = _x87_image(regs, sw=0x4, empty=0)  # ZE set, masked
+    run = harness.native.run(dict(harness._original), _xmm_state(0, 0).gpr, 0, (0,) * 16, 0x1F80, 0, 0,
+                             block.guest_address, steps, [], masked)
+    assert run is not None and run.fault is None
+    unmasked = _x87_image(regs, cw=0x37F & ~0x4, sw=0x4, empty=0)  # ZE pending and unmasked: #MF
+    assert harness.native.run(dict(harness._original), _xmm_state(0, 0).gpr, 0, (0,) * 16, 0x1F80, 0, 0,
+                              block.guest_address, steps, [], unmasked) is None
+
+
+@_NATIVE
+def test_x87_sdm_deviations_reach_the_host_cpu():
+    """fcomi with C1 set: unicorn keeps OF/SF/AF and C1, the translation clears them, and the host CPU
+    (C1 masked: silicon's round-up indicator is not tracked) agrees with the translation."""
+    harness = DifferentialHarness(7)
+    block = _sse_block(harness, bytes.fromhex("dbf1"), 0x0000_3000_0000_0000)  # fcomi st, st(1)
+    x87 = _x87_image([ONE] * 8, sw=0x200)
+    state = GuestState(_xmm_state(0, 0).gpr, 0x891, 1, 0x10, (0,) * 16, x87)  # OF SF AF CF set
+    result = harness.run_case(block, state)
+    assert not result.differences
+    assert {d.field for d in result.unicorn_deviations} == {"OF", "SF", "AF", "x87_sw"}
+    assert harness.native.runs == 1
+    harness.run_case(block, state)  # the CPU confirmed the rule for this block: no second native run
+    assert harness.native.runs == 1
+    # An empty ST(1) is a stack fault on silicon, not in translated code: the CPU is not asked, the rule stands.
+    other = _sse_block(harness, bytes.fromhex("dbf1"), 0x0000_3000_0001_0000)
+    empty = GuestState(state.gpr, 0x891, 1, 0x10, (0,) * 16, _x87_image([ONE] * 8, sw=0x200, empty=0b10))
+    assert not harness.run_case(other, empty).differences and harness.native.runs == 1
+
+
+@_NATIVE
+def test_the_host_cpu_settles_x87_not_the_sdm_rule(monkeypatch):
+    """With the SDM rule made to excuse anything, a wrong x87 result (a sign flip that flips an exponent
+    bit) still fails: the host CPU, not the rule, settles it."""
+    from fexaot_tool.translate import a64
+    from fexaot_tool.validate import differential
+
+    monkeypatch.setattr(differential, "_sdm_clears_c1", lambda executed, d, x87: True)
+    harness = DifferentialHarness(7)
+    guest = bytes.fromhex("d9e0")  # fchs
+    good = _sse_block(harness, guest, 0x0000_3000_0000_0000)
+    flip = a64.eor_imm(0, 2, 2, 0x8000)
+    words = [int.from_bytes(good.code[i:i + 4], "little") for i in range(0, len(good.code) - 3, 4)]
+    eor = next(w for w in words if w & ~0x3FF == flip & ~0x3FF)
+    bad = _sse_block(harness, guest, 0x0000_3000_0001_0000, (eor, a64.eor_imm(0, eor & 31, eor >> 5 & 31, 0x4000)))
+    state = GuestState(_xmm_state(0, 0).gpr, 0, 1, 0, (0,) * 16, _x87_image([TWO] * 8))
+    assert not harness.run_case(good, state).differences
+    result = harness.run_case(bad, state)
+    assert {d.field for d in result.differences} == {"x87_r0"} and harness.native.runs == 1
+    # Without the referee the (sabotaged) rule would have let it through: the CPU is what caught it.
+    plain = DifferentialHarness(7, native_referee=False)
+    bad = _sse_block(plain, guest, 0x0000_3000_0001_0000, (eor, a64.eor_imm(0, eor & 31, eor >> 5 & 31, 0x4000)))
+    assert not plain.run_case(bad, state).differences
+
+
+def test_x87_states_fit_the_blocks_stack():
+    """Half the states have the registers the block reads full and those its pushes land in empty."""
+    from fexaot_tool.validate.differential import x87_stack_use
+
+    guest = bytes.fromhex("dd0424d9c2dec1dbf1")  # fld qword [rsp]; fld st(2); faddp; fcomi st, st(1)
+    assert x87_stack_use(guest, 0) == (2, 2)
+    harness = DifferentialHarness(7, native_referee=False)
+    block = _sse_block(harness, guest, 0x0000_3000_0000_0000)
+    for i, s in enumerate(make_states(block, random.Random(4), 12)):
+        cw, sw, top, empty = struct.unpack_from("<IIII", s.x87, 0x80)
+        if i % 2:
+            assert not empty >> top & 1 and not empty >> ((top + 1) & 7) & 1
+            assert empty >> ((top - 1) & 7) & 1 and empty >> ((top - 2) & 7) & 1

@@ -4,13 +4,25 @@ State moves as docs/abi.md says: guest registers in x4..x20, PF/AF sources in
 x21/x22, CF/ZF/SF/OF in NZCV, the state block at x28; both exits branch to
 STOP.  Only the flags the last writer defines are compared (iced-x86's
 ``rflags_undefined``), as the validator does.
+
+x87: a block with an x87 instruction (``translate.block.is_x87``) runs from
+an x87 state on both sides, unicorn's ``FP0``-``FP7``/``FPSW``/``FPCW``/
+``FPTAG`` and the state block at 0x400 (docs/abi.md "x87 state"), and the
+registers (unless empty in both), control and status words, TOP and the
+empty mask must agree afterwards; random states come from the validator's
+generator, explicit ones are :class:`X87State` (``check(..., x87=[...])``).
+As in the validator, where the SDM clears what unicorn's x87 keeps (OF/SF/AF
+after ``fcomi``, C1 after a compare) the translation's 0 is accepted.  Other
+blocks carry no x87 state and run as before.
 """
 
 from __future__ import annotations
 
 import random
+import struct
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +32,10 @@ from unicorn import (UC_ARCH_ARM64, UC_ARCH_X86, UC_ERR_EXCEPTION, UC_ERR_FETCH_
 from unicorn import arm64_const as A
 from unicorn import x86_const as X
 
+from fexaot_tool.runtime.a64 import x87_from_engine, x87_to_registers
 from fexaot_tool.translate import GuestCode, abi, translate_block
+from fexaot_tool.translate.block import is_x87
+from fexaot_tool.validate import differential
 
 GUEST = 0x400000  # guest code (also readable data: RIP-relative operands)
 DATA = 0x600000  # guest data; pointer registers point into it
@@ -62,6 +77,62 @@ class Outcome:
     memory: bytes
     exit_reason: int
     xmm: list[int] = field(default_factory=list)
+    x87: bytes | None = None  # the state-block x87 image after the run (x87 blocks only)
+
+
+@dataclass
+class X87State:
+    """An explicit x87 state for :meth:`Differ.check`/:meth:`ModuleDiffer.check` (``x87=[...]``).
+
+    ``regs`` are the *physical* registers R0-R7 as (significand, sign_exponent); ST(i) is
+    ``regs[(top + i) & 7]``.  ``sw`` is the status word without TOP (bits 11-13 are ignored);
+    ``empty`` has bit i set when physical register i is empty.  Same fields as tests/x87_oracle.py's.
+    """
+
+    regs: Sequence[tuple[int, int]]
+    top: int = 0
+    cw: int = abi.X87_CW_DEFAULT
+    sw: int = 0
+    empty: int = 0
+
+    @staticmethod
+    def stack(*values: tuple[int, int], cw: int = abi.X87_CW_DEFAULT, sw: int = 0, top: int = 0) -> "X87State":
+        """ST(0), ST(1), ... = ``values`` at ``top``; the other registers empty (and zero)."""
+        regs = [(0, 0)] * 8
+        empty = 0xFF
+        for i, value in enumerate(values):
+            regs[(top + i) & 7] = value
+            empty &= ~(1 << ((top + i) & 7))
+        return X87State(regs, top, cw, sw, empty)
+
+    def image(self) -> bytes:
+        """The state-block image (docs/abi.md "x87 state", abi.X87_SIZE bytes)."""
+        return (b"".join(struct.pack("<QH6x", m, se) for m, se in self.regs)
+                + struct.pack("<IIII", self.cw & 0xFFFF, self.sw & 0xC7FF, self.top & 7, self.empty & 0xFF))
+
+    @staticmethod
+    def from_image(image: bytes) -> "X87State":
+        regs = [struct.unpack_from("<QH", image, 16 * i) for i in range(8)]
+        cw, sw, top, empty = struct.unpack_from("<IIII", image, abi.X87_CW_OFFSET - abi.X87_REGS_OFFSET)
+        return X87State(regs, top, cw, sw, empty)
+
+
+def x87_image(state) -> bytes:
+    """A state-block x87 image from an :class:`X87State` (or anything with its fields, such as
+    tests/x87_oracle.py's), or from an image."""
+    if isinstance(state, (bytes, bytearray)):
+        assert len(state) == abi.X87_SIZE
+        return bytes(state)
+    return X87State(list(state.regs), state.top, state.cw, state.sw, state.empty).image()
+
+
+def uses_x87(instructions) -> bool:
+    return any(is_x87(ins) for ins in instructions)
+
+
+def random_x87(rnd: random.Random, index: int, code: bytes, address: int) -> bytes:
+    """A random x87 state for the block ``code`` at ``address``: the validator's (validate/differential.py)."""
+    return differential._random_x87(rnd, index, differential.x87_stack_use(code, address))
 
 
 # Lane values where SIMD and floating-point code goes wrong: signed zeros, infinities, quiet and
@@ -92,6 +163,8 @@ def _set_x86_vector_state(uc: Uc, state: dict) -> None:
     for n, value in enumerate(state["xmm"]):
         uc.reg_write(X.UC_X86_REG_XMM0 + n, value)
     uc.reg_write(X.UC_X86_REG_MXCSR, 0x1F80)  # a Linux process's
+    if state.get("x87") is not None:
+        uc.reg_write_batch(x87_to_registers(state["x87"]))
 
 
 def _set_a64_vector_state(uc: Uc, state: dict) -> None:
@@ -118,6 +191,14 @@ def _load_a64_state(uc: Uc, state: dict, state_block: int, fs_base: int, stop: i
     block[abi.EXIT_TO_RUNTIME_OFFSET:abi.EXIT_TO_RUNTIME_OFFSET + 8] = stop.to_bytes(8, "little")
     block[abi.MXCSR_OFFSET:abi.MXCSR_OFFSET + 4] = (0x1F80).to_bytes(4, "little")  # the guest MXCSR
     uc.mem_write(state_block, bytes(block))
+    if state.get("x87") is not None:
+        uc.mem_write(state_block + abi.X87_REGS_OFFSET, state["x87"])
+
+
+def _a64_x87(uc: Uc, state: dict, state_block: int) -> bytes | None:
+    if state.get("x87") is None:
+        return None
+    return bytes(uc.mem_read(state_block + abi.X87_REGS_OFFSET, abi.X87_SIZE))
 
 
 def _x86_xmm(uc: Uc) -> list[int]:
@@ -134,6 +215,30 @@ def _compare_xmm(state: dict, want: Outcome, got: Outcome, where: str) -> None:
             f"xmm{n}: got {got.xmm[n]:#034x} want {want.xmm[n]:#034x}: {where} xmm {[hex(v) for v in state['xmm']]}")
 
 
+def _executed(code: bytes, address: int, instructions) -> tuple:
+    """The validator's view (differential.GuestInstruction) of the instructions that ran, the first
+    ``len(instructions)`` of ``code`` at ``address``."""
+    return differential.decode_block(code, address)[:len(instructions)]
+
+
+def _compare_x87(state: dict, want: Outcome, got: Outcome, executed, where: str) -> None:
+    """The x87 images after the run agree (C1 cleared by a compare where unicorn keeps it: the SDM's).
+    ``executed``: from :func:`_executed`."""
+    if want.x87 is None or got.x87 is None:
+        return
+    wrong = [d for d in differential.x87_differences(want.x87, got.x87)
+             if not differential._sdm_clears_c1(executed, d, got.x87)]
+    assert not wrong, (f"x87: {', '.join(f'{d.field}: got {d.actual} want {d.expected}' for d in wrong)}: {where} "
+                       f"x87 {differential.describe_x87(state['x87'])}")
+
+
+def _sdm_cleared_flag(executed, name: str, got: int) -> bool:
+    """fcomi/fucomi clear OF, SF and AF (SDM) where unicorn's x87 keeps them: the translation's 0 is right.
+    ``executed``: from :func:`_executed`."""
+    bit = {"OF": differential.OF, "SF": differential.SF, "AF": differential.AF}.get(name)
+    return bit is not None and not got and differential._sdm_clears_flag(executed, bit, 0)
+
+
 class Differ:
     def __init__(self, memory_order: str = "tso", features: tuple[str, ...] | None = None, optimise: bool = True):
         self.memory_order = memory_order
@@ -146,9 +251,16 @@ class Differ:
             self.arm.mem_map(base, size)
 
     def check(self, code: bytes, states: int = 20, seed: int = 1, count_reg: bool = False,
-              load_base: int = 0, overrides: dict | None = None, fill=None, reference: bytes | None = None) -> int:
+              load_base: int = 0, overrides: dict | None = None, fill=None, reference: bytes | None = None,
+              x87: Sequence | None = None) -> int:
         """Run ``code`` (one block) from ``states`` random states on both engines; assert equal.  Returns the
         number of AArch64 instructions.
+
+        A block with an x87 instruction also gets a random x87 state in each case (the validator's:
+        edge values, every precision and rounding control, full and partly empty stacks), and the x87
+        state after it is compared.  ``x87``: explicit x87 states (:class:`X87State`, anything with its
+        fields, or state-block images), one case each before the random ones (with random GPRs, flags
+        and XMM as usual; ``states=0`` runs only these).
 
         The code is translated as linked at GUEST - load_base and run at GUEST, with its GUEST_ABS64
         relocations patched for that load base: the cached bytes must not depend on where the module is.
@@ -173,11 +285,17 @@ class Differ:
             assert len(reference) == len(code)
             self.code = reference
             instructions = list(iced_x86.Decoder(64, reference, ip=GUEST))
+        explicit = [x87_image(x) for x in x87 or ()]
+        x87_block = uses_x87(instructions)
+        assert x87_block or not explicit, "x87 states for a block without x87 instructions"
         rnd = random.Random(seed)
-        for _ in range(states):
+        for n in range(len(explicit) + states):
             state = self._random_state(rnd, count_reg)
-            for n, value in (overrides or {}).items():
-                state["gprs"][n] = value(rnd)
+            if x87_block:
+                state["x87"] = explicit[n] if n < len(explicit) else random_x87(rnd, n - len(explicit), self.code,
+                                                                                 GUEST)
+            for r, value in (overrides or {}).items():
+                state["gprs"][r] = value(rnd)
             memory = rnd.randbytes(DATA_SIZE) if fill is None else fill(rnd)
             want = self._run_x86(state, memory, instructions)
             got = self._run_arm(state, memory)
@@ -228,7 +346,7 @@ class Differ:
             rip = uc.reg_read(X.UC_X86_REG_RIP)
         return Outcome([uc.reg_read(r) for r in X86_GPRS], rip,
                        {f: rflags >> b & 1 for f, b in FLAG_BITS.items()}, bytes(uc.mem_read(DATA, DATA_SIZE)),
-                       exit_reason, _x86_xmm(uc))
+                       exit_reason, _x86_xmm(uc), x87_from_engine(uc) if state.get("x87") is not None else None)
 
     def _run_arm(self, state: dict, memory: bytes) -> Outcome:
         uc = self.arm
@@ -243,7 +361,7 @@ class Differ:
                  "DF": uc.mem_read(STATE + abi.DF_OFFSET, 8)[0]}
         exit_reason = int.from_bytes(uc.mem_read(STATE + abi.EXIT_REASON_OFFSET, 4), "little")
         return Outcome([uc.reg_read(A64_REGS[h]) for h in abi.GPR_HOST], uc.reg_read(A64_REGS[0]), flags,
-                       bytes(uc.mem_read(DATA, DATA_SIZE)), exit_reason, _a64_xmm(uc))
+                       bytes(uc.mem_read(DATA, DATA_SIZE)), exit_reason, _a64_xmm(uc), _a64_x87(uc, state, STATE))
 
     def _compare(self, code: bytes, state: dict, want: Outcome, got: Outcome, instructions) -> None:
         where = f"{' ; '.join(str(i) for i in instructions)} from {[hex(v) for v in state['gprs']]} {state['flags']}"
@@ -255,10 +373,13 @@ class Differ:
                 f"{X86_NAMES[n]}: got {got.gprs[n]:#x} want {want.gprs[n]:#x}: {where}")
         _compare_xmm(state, want, got, where)
         assert got.rip == want.rip, f"rip got {got.rip:#x} want {want.rip:#x}: {where}"
+        executed = _executed(self.code, GUEST, instructions) if want.x87 is not None else ()
+        _compare_x87(state, want, got, executed, where)
         defined = _defined_flags(instructions, want.rip)
         for f, v in want.flags.items():
             if defined & ICED_FLAG[f]:
-                assert got.flags[f] == v, f"{f}: got {got.flags[f]} want {v}: {where}"
+                assert got.flags[f] == v or _sdm_cleared_flag(executed, f, got.flags[f]), (
+                    f"{f}: got {got.flags[f]} want {v}: {where}")
         if got.memory != want.memory:
             diff = next(i for i in range(DATA_SIZE) if got.memory[i] != want.memory[i])
             raise AssertionError(f"memory differs at {DATA + diff:#x}: {where}")
@@ -325,8 +446,11 @@ class ModuleDiffer:
         uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED, on_unmapped)
         return uc, pages
 
-    def check(self, start: int, length: int, states: int, seed: int) -> int:
-        """Returns the number of states compared (states whose accesses could be mapped)."""
+    def check(self, start: int, length: int, states: int, seed: int, x87: Sequence | None = None) -> int:
+        """Returns the number of states compared (states whose accesses could be mapped).
+
+        x87 blocks get x87 state as in :meth:`Differ.check`; ``x87``: explicit states, one case each
+        before the ``states`` random ones."""
         from fexaot_tool.translate import translate_block
         block = translate_block(self.guest, start, length, self.tso)
         if not block.code:
@@ -341,10 +465,15 @@ class ModuleDiffer:
         host = bytearray(block.code)
         for at, address in block.literals:
             host[at:at + 8] = address.to_bytes(8, "little")
+        explicit = [x87_image(x) for x in x87 or ()]
+        x87_block = uses_x87(instructions)
+        assert x87_block or not explicit, "x87 states for a block without x87 instructions"
         rnd = random.Random(seed)
         compared = 0
-        for _ in range(states):
+        for n in range(len(explicit) + states):
             state = self._state(rnd)
+            if x87_block:
+                state["x87"] = explicit[n] if n < len(explicit) else random_x87(rnd, n - len(explicit), data, start)
             if any(_repeats(i) for i in instructions):
                 state["gprs"][1] = rnd.choice((0, 1, 3, rnd.randrange(64)))  # a rep count, not 2^64
             want = self._x86(state, instructions, expect_reason, block)
@@ -354,7 +483,7 @@ class ModuleDiffer:
             if got is None:
                 continue
             self._compare(instructions if expect_reason != abi.ExitReason.DIVIDE_ERROR else instructions[:-1],
-                          state, want, got)
+                          state, want, got, data)
             compared += 1
         return compared
 
@@ -405,7 +534,7 @@ class ModuleDiffer:
         rflags = uc.reg_read(X.UC_X86_REG_RFLAGS)
         memory = {p: bytes(uc.mem_read(p, 0x1000)) for p in pages}
         return Outcome([uc.reg_read(r) for r in X86_GPRS], rip, {f: rflags >> b & 1 for f, b in FLAG_BITS.items()},
-                       memory, reason, _x86_xmm(uc))
+                       memory, reason, _x86_xmm(uc), x87_from_engine(uc) if state.get("x87") is not None else None)
 
     def _arm(self, state, host: bytes):
         uc, pages = self._engine(UC_ARCH_ARM64, UC_MODE_ARM)
@@ -428,9 +557,9 @@ class ModuleDiffer:
         reason = int.from_bytes(uc.mem_read(st + abi.EXIT_REASON_OFFSET, 4), "little")
         memory = {p: bytes(uc.mem_read(p, 0x1000)) for p in pages}
         return Outcome([uc.reg_read(A64_REGS[h]) for h in abi.GPR_HOST], uc.reg_read(A64_REGS[0]), flags, memory,
-                       reason, _a64_xmm(uc))
+                       reason, _a64_xmm(uc), _a64_x87(uc, state, st))
 
-    def _compare(self, instructions, state, want: Outcome, got: Outcome) -> None:
+    def _compare(self, instructions, state, want: Outcome, got: Outcome, code: bytes = b"") -> None:
         where = f"{' ; '.join(str(i) for i in instructions)} @ {instructions[0].ip:#x} from " \
                 f"{[hex(v) for v in state['gprs']]} {state['flags']}"
         assert got.exit_reason == want.exit_reason, f"exit reason {got.exit_reason} != {want.exit_reason}: {where}"
@@ -440,10 +569,13 @@ class ModuleDiffer:
             assert got.gprs[n] == want.gprs[n], f"{X86_NAMES[n]}: got {got.gprs[n]:#x} want {want.gprs[n]:#x}: {where}"
         _compare_xmm(state, want, got, where)
         assert got.rip == want.rip, f"rip got {got.rip:#x} want {want.rip:#x}: {where}"
+        executed = _executed(code, instructions[0].ip, instructions) if want.x87 is not None and instructions else ()
+        _compare_x87(state, want, got, executed, where)
         defined = _defined_flags(instructions, want.rip)
         for f, v in want.flags.items():
             if defined & ICED_FLAG[f]:
-                assert got.flags[f] == v, f"{f}: got {got.flags[f]} want {v}: {where}"
+                assert got.flags[f] == v or _sdm_cleared_flag(executed, f, got.flags[f]), (
+                    f"{f}: got {got.flags[f]} want {v}: {where}")
         for page in set(want.memory) | set(got.memory):
             a, b = want.memory.get(page), got.memory.get(page)
             if a is not None and b is not None:

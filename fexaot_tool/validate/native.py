@@ -8,9 +8,16 @@ machine is an x86-64, so the validator can ask the CPU itself when unicorn and
 a translation disagree (:mod:`differential`): a forked child maps the
 harness's guest pages at their own addresses, stops itself, and the parent
 (its tracer) loads the registers (``PTRACE_SETREGS``/``SETFPREGS``: GPRs,
-RFLAGS, FS/GS base, MXCSR, XMM0-15), single-steps exactly the instructions the
-unicorn reference ran (a ``rep`` string instruction counts once, however many
-iterations it takes), and reads the registers and the written memory back.
+RFLAGS, FS/GS base, MXCSR, XMM0-15, and for blocks that touch it the x87
+state), single-steps exactly the instructions the unicorn reference ran (a
+``rep`` string instruction counts once, however many iterations it takes), and
+reads the registers and the written memory back.
+
+x87 state crosses in the state block's format (docs/abi.md "x87 state":
+physical registers R0-R7, control word, status word without TOP, TOP, empty
+mask); the FXSAVE image holds the stack-relative ST(0)-ST(7) and an abridged
+tag word with one bit per physical register (1 = valid), and this module
+converts between the two.
 
 It is used to adjudicate, never to hide: a disagreement stays a mismatch unless
 the native run completed and the translation agrees with it in every compared
@@ -26,7 +33,10 @@ import mmap
 import os
 import platform
 import signal
+import struct
 from dataclasses import dataclass
+
+from fexaot_tool.translate import abi
 
 PTRACE_TRACEME, PTRACE_GETREGS, PTRACE_SETREGS = 0, 12, 13
 PTRACE_GETFPREGS, PTRACE_SETFPREGS, PTRACE_SINGLESTEP = 14, 15, 9
@@ -40,8 +50,13 @@ _REGS = ("r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax rip
 _R = {name: i for i, name in enumerate(_REGS)}
 _GPR_ORDER = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14",
               "r15")
-# struct user_fpregs_struct: the FXSAVE image (512 bytes): MXCSR at 24, XMM0-15 at 160.
-_FP_SIZE, _FP_MXCSR, _FP_XMM = 512, 24, 160
+# struct user_fpregs_struct: the FXSAVE image (512 bytes): FCW at 0, FSW at 2 (with TOP in bits 11-13),
+# the abridged tag word at 4 (bit i: physical register i is valid), MXCSR at 24, ST0-ST7 at 32
+# (16 bytes each, stack-relative), XMM0-15 at 160.
+_FP_SIZE, _FP_FCW, _FP_FSW, _FP_FTW, _FP_MXCSR, _FP_ST, _FP_XMM = 512, 0, 2, 4, 24, 32, 160
+_X87_WORDS = struct.Struct("<IIII")  # the state block's control word, status word without TOP, TOP, empty mask
+_X87_WORDS_AT = abi.X87_CW_OFFSET - abi.X87_REGS_OFFSET  # their offset in a state-block x87 image
+_FPE_INTDIV = 1  # si_code of SIGFPE for #DE; x87/SSE floating-point exceptions have others
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.ptrace.restype = ctypes.c_long
@@ -60,6 +75,7 @@ class NativeRun:
     # The CPU raised a general-protection fault (SIGSEGV without a faulting address: a misaligned
     # movaps, a non-canonical address...) or #DE/#UD: the state is one the guest cannot be in.
     fault: str | None = None
+    x87: bytes | None = None  # a state-block x87 image (docs/abi.md "x87 state"), when one was given
 
 
 class NativeReferee:
@@ -71,9 +87,11 @@ class NativeReferee:
 
     def run(self, pages: dict[int, bytes], gpr: tuple[int, ...], rflags: int, xmm: tuple[int, ...], mxcsr: int,
             fs_base: int, gs_base: int, rip: int, steps: list[tuple[int, int]],
-            ranges: list[tuple[int, int]]) -> NativeRun | None:
+            ranges: list[tuple[int, int]], x87: bytes | None = None) -> NativeRun | None:
         """Run from ``rip``; ``steps`` is one (address, next address) per instruction to execute, in order
-        (a rep instruction is stepped until RIP leaves it).  None when the run could not be made."""
+        (a rep instruction is stepped until RIP leaves it).  ``x87``: a state-block x87 image to start
+        from, and to read back into :attr:`NativeRun.x87` (None: the child's own x87 state, not read).
+        None when the run could not be made."""
         if not self.available:
             return None
         pid = os.fork()
@@ -83,7 +101,7 @@ class NativeReferee:
             finally:
                 os._exit(99)
         try:
-            return self._trace(pid, gpr, rflags, xmm, mxcsr, fs_base, gs_base, rip, steps, ranges)
+            return self._trace(pid, gpr, rflags, xmm, mxcsr, fs_base, gs_base, rip, steps, ranges, x87)
         finally:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -91,7 +109,7 @@ class NativeReferee:
             except (ProcessLookupError, ChildProcessError):
                 pass  # it had exited already, and was reaped
 
-    def _trace(self, pid, gpr, rflags, xmm, mxcsr, fs_base, gs_base, rip, steps, ranges) -> NativeRun | None:
+    def _trace(self, pid, gpr, rflags, xmm, mxcsr, fs_base, gs_base, rip, steps, ranges, x87) -> NativeRun | None:
         _, status = os.waitpid(pid, 0)
         if not os.WIFSTOPPED(status) or os.WSTOPSIG(status) != signal.SIGSTOP:
             self.available = not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 98
@@ -115,6 +133,8 @@ class NativeReferee:
         raw[_FP_MXCSR:_FP_MXCSR + 4] = mxcsr.to_bytes(4, "little")
         for n, value in enumerate(xmm):
             raw[_FP_XMM + 16 * n:_FP_XMM + 16 * n + 16] = value.to_bytes(16, "little")
+        if x87 is not None:
+            x87_to_fxsave(x87, raw)
         ctypes.memmove(fp, bytes(raw), _FP_SIZE)
         if _libc.ptrace(PTRACE_SETFPREGS, pid, None, ctypes.byref(fp)) != 0:
             return None
@@ -148,13 +168,18 @@ class NativeReferee:
         return NativeRun(tuple(regs[_R[name]] for name in _GPR_ORDER),
                          tuple(int.from_bytes(raw[_FP_XMM + 16 * n:_FP_XMM + 16 * n + 16], "little")
                                for n in range(16)),
-                         regs[_R["eflags"]], regs[_R["rip"]], memory)
+                         regs[_R["eflags"]], regs[_R["rip"]], memory,
+                         x87=None if x87 is None else x87_from_fxsave(raw))
 
     def _fault(self, pid: int, signo: int, address: int) -> NativeRun | None:
         """A fault the CPU raised at the instruction at ``address``; None when it may be the harness's doing."""
         at = _signal_address(pid)
         if signo == signal.SIGSEGV and at != 0:
             return None  # a page fault: maybe a page this child could not map at its address
+        if signo == signal.SIGFPE and _signal_code(pid) != _FPE_INTDIV:
+            # An unmasked x87 exception (#MF): silicon delivers it, translated code does not (docs/translator.md
+            # "x87"), so the CPU cannot say what the translation should have computed.
+            return None
         name = signal.Signals(signo).name
         return NativeRun(fault=f"{name} at {address:#x}" + (" (general protection)" if signo == signal.SIGSEGV else ""))
 
@@ -174,6 +199,35 @@ def _ptrace_permitted() -> bool:
             _, status = os.waitpid(pid, 0)
             _PERMITTED = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     return _PERMITTED
+
+
+def x87_to_fxsave(image: bytes, fxsave: bytearray) -> None:
+    """Write a state-block x87 image into an FXSAVE image: FCW, FSW with TOP, the abridged tag word and
+    ST(i) = physical register (TOP + i) & 7."""
+    cw, sw, top, empty = _X87_WORDS.unpack_from(image, _X87_WORDS_AT)
+    top &= 7
+    struct.pack_into("<HHB", fxsave, _FP_FCW, cw & 0xFFFF, sw & 0xC7FF | top << 11, ~empty & 0xFF)
+    for i in range(8):
+        physical = (top + i) & 7
+        fxsave[_FP_ST + 16 * i:_FP_ST + 16 * i + 16] = image[16 * physical:16 * physical + 10] + bytes(6)
+
+
+def x87_from_fxsave(fxsave: bytes) -> bytes:
+    """The state-block x87 image of an FXSAVE image (the inverse of :func:`x87_to_fxsave`)."""
+    cw, fsw, ftw = struct.unpack_from("<HHB", fxsave, _FP_FCW)
+    top = fsw >> 11 & 7
+    regs = bytearray(_X87_WORDS_AT)
+    for i in range(8):
+        physical = (top + i) & 7
+        regs[16 * physical:16 * physical + 10] = fxsave[_FP_ST + 16 * i:_FP_ST + 16 * i + 10]
+    return bytes(regs) + _X87_WORDS.pack(cw, fsw & 0xC7FF, top, ~ftw & 0xFF)
+
+
+def _signal_code(pid: int) -> int:
+    info = (ctypes.c_ubyte * 128)()  # siginfo_t: si_code at offset 8
+    if _libc.ptrace(PTRACE_GETSIGINFO, pid, None, ctypes.byref(info)) != 0:
+        return -1
+    return int.from_bytes(bytes(info[8:12]), "little", signed=True)
 
 
 def _signal_address(pid: int) -> int:
@@ -213,4 +267,4 @@ def _child(pages: dict[int, bytes]) -> None:
     os._exit(96)  # the tracer never lets it get here
 
 
-__all__ = ["NativeReferee", "NativeRun"]
+__all__ = ["NativeReferee", "NativeRun", "x87_from_fxsave", "x87_to_fxsave"]
