@@ -186,10 +186,10 @@ class A64Engine(Engine):
         self._in_fallback = False
         self._fallback_first = False
         self._fallback_stop_at: int | None = None
-        self._x86_block_instructions: dict[tuple[int, int], int] = {}
+        # x86 block -> (instructions, whether one touches x87 state), decoded once
+        self._x86_blocks: dict[tuple[int, int], tuple[int, bool]] = {}
         # x87 state crosses to the x86 engine when it changed since the last crossing, and back
         # when the fallback ran an x87 instruction (a register access costs microseconds).
-        self._x87_blocks: dict[tuple[int, int], bool] = {}
         self._fallback_x87 = _X87_RESET
         self._fallback_touched_x87 = False
         self.uc.hook_add(uc_const.UC_HOOK_MEM_UNMAPPED | uc_const.UC_HOOK_MEM_READ_PROT
@@ -817,11 +817,12 @@ class A64Engine(Engine):
                 return
         self._fallback_first = False
         key = (address, size)
-        instructions = self._x86_block_instructions.get(key)
-        if instructions is None:
-            instructions = self._x86_block_instructions[key] = _count_instructions(address, size)
-            self._x87_blocks[key] = _uses_x87(address, size)
-        if self._x87_blocks[key]:
+        facts = self._x86_blocks.get(key)
+        if facts is None:
+            decoded = list(iced_x86.Decoder(64, ctypes.string_at(address, size), ip=address))
+            facts = self._x86_blocks[key] = (len(decoded), any(is_x87(ins) for ins in decoded))
+        instructions, touches_x87 = facts
+        if touches_x87:
             self._fallback_touched_x87 = True
         self.stats["fallback_blocks"] += 1
         self.stats["fallback_instructions"] += instructions
@@ -927,10 +928,6 @@ def _count_instructions(rip: int, size: int) -> int:
     data = ctypes.string_at(rip, size)
     return sum(1 for _ in iced_x86.Decoder(64, data, ip=rip))
 
-
-def _uses_x87(rip: int, size: int) -> bool:
-    """Whether an x86 block has an instruction that reads or writes x87 state."""
-    return any(is_x87(ins) for ins in iced_x86.Decoder(64, ctypes.string_at(rip, size), ip=rip))
 
 
 # The x87 part of the state block (docs/abi.md "x87 state") and the x86 engine's registers holding it.
