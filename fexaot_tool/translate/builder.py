@@ -108,6 +108,19 @@ class Builder:
         """rd = a constant (the backend materialises it with the fewest instructions)."""
         self.emit(ir.mov_imm(sf, rd, value))
 
+    def constant(self, sf: int, value: int) -> int:
+        """A new temporary holding a constant."""
+        t = self.temp()
+        self.mov_imm(sf, t, value)
+        return t
+
+    def compare_imm(self, sf: int, rn: int, value: int) -> None:
+        """NZCV := flags of rn - value (cmp), through a temporary when value is no 12-bit immediate."""
+        if 0 <= value < 4096:
+            self.emit(ir.subs_imm(sf, ZR, rn, value))
+        else:
+            self.emit(ir.subs_reg(sf, ZR, rn, self.constant(sf, value)))
+
     def load_guest_address(self, rd: int, address: int) -> None:
         """rd = a guest address of this module, through a relocated literal (cached code runs at any base)."""
         self.emit(ir.literal(rd, address))

@@ -141,12 +141,6 @@ def _set_condition_codes(b: Builder, codes: int, clear: int) -> None:
 
 # --- operands ----------------------------------------------------------------------------------
 
-def _constant(b: Builder, value: int) -> int:
-    t = b.temp()
-    b.mov_imm(0, t, value)
-    return t
-
-
 def _st_index(reg: int) -> int:
     return reg - Register.ST0
 
@@ -372,7 +366,7 @@ def lower_fxam(b: Builder) -> None:
     b.emit(ir.lsrv(0, empty, empty, _top(b)))
     full = b.branch(ir.tbz, empty, 0)
     b.emit(ir.and_imm(0, c, c, C1))
-    b.emit(ir.orr_reg(0, c, c, _constant(b, C3 | C0)))
+    b.emit(ir.orr_reg(0, c, c, b.constant(0, C3 | C0)))
     b.place(full)
     _set_condition_codes(b, c, C0 | C1 | C2 | C3)
 
@@ -488,7 +482,7 @@ def _zero_divide_flag(b: Builder, se: int, m: int) -> None:
     b.emit(ir.bic_reg(0, unmasked, sw, cw))
     b.emit(ir.and_imm(0, unmasked, unmasked, 0x3F))
     masked = b.branch(ir.cbz, 1, unmasked)
-    b.emit(ir.orr_reg(0, sw, sw, _constant(b, 0x8080)))
+    b.emit(ir.orr_reg(0, sw, sw, b.constant(0, 0x8080)))
     b.place(masked)
     b.emit(ir.str_uimm(2, sw, abi.STATE, abi.X87_SW_OFFSET))
     b.place(nonzero)

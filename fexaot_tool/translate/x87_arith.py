@@ -35,7 +35,7 @@ from __future__ import annotations
 from fexaot_tool.translate import abi, ir
 from fexaot_tool.translate.a64 import ZR, Cond, Shift
 from fexaot_tool.translate.builder import Builder
-from fexaot_tool.translate.x87_convert import EXP_MASK, INTEGER_BIT, _cmp_imm, _const
+from fexaot_tool.translate.x87_convert import EXP_MASK, INTEGER_BIT
 
 QUIET_BIT = 1 << 62
 DEFAULT_NAN = (0xFFFF, 0xC000000000000000)  # (sign_exponent, significand)
@@ -67,7 +67,7 @@ def _shift_right_jamming_128(b: Builder, hi: int, lo: int, n: int) -> None:
     """hi:lo >>= n (n >= 1), bits shifted out ORed into bit 0 of lo."""
     done = ir.Label()
     t = b.temp()
-    _cmp_imm(b, 1, n, 64)
+    b.compare_imm(1, n, 64)
     wide = b.branch(ir.b_cond, Cond.HS)
     b.emit(ir.sub_reg(0, t, ZR, n))  # -n: shifts use it modulo 64, so 64 - n
     sticky = b.temp()
@@ -84,7 +84,7 @@ def _shift_right_jamming_128(b: Builder, hi: int, lo: int, n: int) -> None:
     # n >= 64: lo := hi >> (n - 64) (nothing of hi when n >= 128), with everything below as the sticky bit.
     b.emit(ir.orr_reg(1, t, ZR, lo))
     b.emit(ir.sub_imm(1, n, n, 64))
-    _cmp_imm(b, 1, n, 64)
+    b.compare_imm(1, n, 64)
     gone = b.branch(ir.b_cond, Cond.HS)
     sticky = b.temp()
     b.emit(ir.sub_reg(0, sticky, ZR, n))
@@ -132,10 +132,10 @@ def round_pack(b: Builder, exp: int, hi: int, lo: int) -> tuple[int, int]:
     b.emit(ir.lslv(1, lo, lo, k))
     b.place(normal)
     # Tiny: denormalise to exponent 0 (the field's 0 means 2^(1 - bias)).
-    _cmp_imm(b, 1, exp, 0)
+    b.compare_imm(1, exp, 0)
     not_tiny = b.branch(ir.b_cond, Cond.GT)
     n = b.temp()
-    b.emit(ir.sub_reg(1, n, _const(b, 1), exp))
+    b.emit(ir.sub_reg(1, n, b.constant(1, 1), exp))
     _shift_right_jamming_128(b, hi, lo, n)
     b.mov_imm(1, exp, 0)
     b.place(not_tiny)
@@ -161,7 +161,7 @@ def round_pack(b: Builder, exp: int, hi: int, lo: int) -> tuple[int, int]:
     b.emit(ir.ubfx(0, rc, rc, 10, 2))
     up, keep, carried, rounded = ir.Label(), ir.Label(), ir.Label(), ir.Label()
     directed = b.branch(ir.cbnz, 1, rc)
-    b.emit(ir.subs_reg(1, ZR, lo, _const(b, INTEGER_BIT)))
+    b.emit(ir.subs_reg(1, ZR, lo, b.constant(1, INTEGER_BIT)))
     b.emit(ir.b_cond(Cond.HI, up))
     b.emit(ir.b_cond(Cond.NE, keep))
     b.emit(ir.tbz(hi, 0, keep))
@@ -192,7 +192,7 @@ def round_pack(b: Builder, exp: int, hi: int, lo: int) -> tuple[int, int]:
     b.emit(ir.lsr_imm(1, exp, m, 63))
     b.place(rounded)
     # Overflow: infinity, or the largest value of the precision when RC rounds toward zero for the sign.
-    _cmp_imm(b, 1, exp, EXP_MASK)
+    b.compare_imm(1, exp, EXP_MASK)
     finite = b.branch(ir.b_cond, Cond.LT)
     b.mov_imm(1, m, INTEGER_BIT)
     b.mov_imm(1, exp, EXP_MASK)
@@ -249,7 +249,7 @@ def _nan_rank(b: Builder, se: int, m: int) -> int:
     r, e = b.temp(), b.temp()
     b.mov_imm(0, r, 0)
     b.emit(ir.and_imm(0, e, se, EXP_MASK))
-    _cmp_imm(b, 0, e, EXP_MASK)
+    b.compare_imm(0, e, EXP_MASK)
     done = b.branch(ir.b_cond, Cond.NE)
     b.emit(ir.lsl_imm(1, e, m, 1))
     b.emit(ir.cbz(1, e, done))
@@ -336,7 +336,7 @@ def _normalised(b: Builder, se_slot: int, m_slot: int) -> tuple[int, int]:
     k = b.temp()
     b.emit(ir.clz(1, k, m))
     b.emit(ir.lslv(1, m, m, k))
-    b.emit(ir.sub_reg(1, e, _const(b, 1), k))
+    b.emit(ir.sub_reg(1, e, b.constant(1, 1), k))
     b.place(done)
     return e, m
 
@@ -357,9 +357,9 @@ def add(b: Builder, a_se: int, a_m: int, c_se: int, c_m: int, subtract: bool = F
     ea, ec = _exponent(b, ase), _exponent(b, cse)
     # Infinities: inf - inf is invalid, else the infinity wins (a as it is, or c with its effective sign).
     finite, a_wins = ir.Label(), ir.Label()
-    _cmp_imm(b, 0, ea, EXP_MASK)
+    b.compare_imm(0, ea, EXP_MASK)
     a_finite = b.branch(ir.b_cond, Cond.NE)
-    _cmp_imm(b, 0, ec, EXP_MASK)
+    b.compare_imm(0, ec, EXP_MASK)
     b.emit(ir.b_cond(Cond.NE, a_wins))
     b.emit(ir.subs_reg(0, ZR, sa, sc))
     b.emit(ir.b_cond(Cond.EQ, a_wins))
@@ -367,7 +367,7 @@ def add(b: Builder, a_se: int, a_m: int, c_se: int, c_m: int, subtract: bool = F
     b.place(a_wins)
     _result(b, _load(b, _A_SE), _load(b, _A_M), special)
     b.place(a_finite)
-    _cmp_imm(b, 0, ec, EXP_MASK)
+    b.compare_imm(0, ec, EXP_MASK)
     b.emit(ir.b_cond(Cond.NE, finite))
     _result_signed(b, sc, True, special)
     b.place(finite)
@@ -415,7 +415,7 @@ def add(b: Builder, a_se: int, a_m: int, c_se: int, c_m: int, subtract: bool = F
     b.emit(ir.and_imm(1, sticky, lo, 1))
     b.emit(ir.extr(1, lo, hi, lo, 1))
     b.emit(ir.orr_reg(1, lo, lo, sticky))
-    b.emit(ir.extr(1, hi, _const(b, 1), hi, 1))
+    b.emit(ir.extr(1, hi, b.constant(1, 1), hi, 1))
     b.emit(ir.add_imm(0, exp, exp, 1))
     b.emit(ir.b(pack))
     b.place(subtracting)
@@ -448,7 +448,7 @@ def mul(b: Builder, a_se: int, a_m: int, c_se: int, c_m: int) -> tuple[int, int]
     # inf * 0 is invalid, inf * x infinite; 0 * x is zero.
     infinite, zero = ir.Label(), ir.Label()
     for x, y in ((_A_SE, _C_SE), (_C_SE, _A_SE)):
-        _cmp_imm(b, 0, _exponent(b, _load(b, x)), EXP_MASK)
+        b.compare_imm(0, _exponent(b, _load(b, x)), EXP_MASK)
         not_inf = b.branch(ir.b_cond, Cond.NE)
         y_m = _A_M if y == _A_SE else _C_M
         b.emit(ir.cbnz(1, _is_zero(b, _load(b, y), _load(b, y_m)), infinite))
@@ -461,7 +461,7 @@ def mul(b: Builder, a_se: int, a_m: int, c_se: int, c_m: int) -> tuple[int, int]
     ec, mc = _normalised(b, _C_SE, _C_M)
     exp, hi, lo = b.temp(), b.temp(), b.temp()
     b.emit(ir.add_reg(1, exp, ea, ec))
-    b.emit(ir.sub_reg(1, exp, exp, _const(b, 0x3FFE)))
+    b.emit(ir.sub_reg(1, exp, exp, b.constant(1, 0x3FFE)))
     b.emit(ir.umulh(hi, ma, mc))
     b.emit(ir.madd(1, lo, ma, mc, ZR))
     r_se, r_m = round_pack(b, exp, hi, lo)
@@ -486,13 +486,13 @@ def div(b: Builder, a_se: int, a_m: int, c_se: int, c_m: int) -> tuple[int, int]
     sign = _product_sign(b)
     infinite, zero, invalid = ir.Label(), ir.Label(), ir.Label()
     ec = _exponent(b, _load(b, _C_SE))
-    _cmp_imm(b, 0, _exponent(b, _load(b, _A_SE)), EXP_MASK)
+    b.compare_imm(0, _exponent(b, _load(b, _A_SE)), EXP_MASK)
     a_finite = b.branch(ir.b_cond, Cond.NE)
-    _cmp_imm(b, 0, ec, EXP_MASK)
+    b.compare_imm(0, ec, EXP_MASK)
     b.emit(ir.b_cond(Cond.EQ, invalid))  # inf / inf
     b.emit(ir.b(infinite))
     b.place(a_finite)
-    _cmp_imm(b, 0, ec, EXP_MASK)
+    b.compare_imm(0, ec, EXP_MASK)
     b.emit(ir.b_cond(Cond.EQ, zero))  # x / inf
     c_nonzero = b.branch(ir.cbnz, 1, _is_zero(b, _load(b, _C_SE), _load(b, _C_M)))
     b.emit(ir.cbz(1, _is_zero(b, _load(b, _A_SE), _load(b, _A_M)), invalid))  # 0 / 0
@@ -506,7 +506,7 @@ def div(b: Builder, a_se: int, a_m: int, c_se: int, c_m: int) -> tuple[int, int]
     ec, mc = _normalised(b, _C_SE, _C_M)
     exp = b.temp()
     b.emit(ir.sub_reg(1, exp, ea, ec))
-    b.emit(ir.add_reg(1, exp, exp, _const(b, 0x3FFE)))
+    b.emit(ir.add_reg(1, exp, exp, b.constant(1, 0x3FFE)))
     # Quotient bits by shift and subtract, keeping the remainder r < mc: 64 bits into hi (the first is
     # known when ma >= mc), then one more for lo's top bit; a nonzero remainder is the sticky bit.
     r, hi, n = b.temp(), b.temp(), b.temp()

@@ -37,19 +37,6 @@ EXP_MASK = 0x7FFF
 INTEGER_BIT = 1 << 63
 
 
-def _const(b: Builder, value: int, sf: int = 1) -> int:
-    t = b.temp()
-    b.mov_imm(sf, t, value)
-    return t
-
-
-def _cmp_imm(b: Builder, sf: int, r: int, value: int) -> None:
-    if value < 4096:
-        b.emit(ir.subs_imm(sf, ZR, r, value))
-    else:
-        b.emit(ir.subs_reg(sf, ZR, r, _const(b, value, sf)))
-
-
 # --- to 80 bits (exact) ------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -81,9 +68,9 @@ def _from_float(b: Builder, x: int, fmt: _Format) -> tuple[int, int]:
     b.emit(ir.lsl_imm(1, m, x, 64 - fmt.fraction - 1))  # float32: bits 32-63 of x are shifted out
     b.emit(ir.orr_imm(1, m, m, INTEGER_BIT))
     small = b.branch(ir.cbz, 1, e)
-    _cmp_imm(b, 0, e, fmt.exponent_ones)
+    b.compare_imm(0, e, fmt.exponent_ones)
     special = b.branch(ir.b_cond, Cond.EQ)
-    b.emit(ir.add_reg(0, se, e, _const(b, fmt.exponent_bias_delta, 0)))
+    b.emit(ir.add_reg(0, se, e, b.constant(0, fmt.exponent_bias_delta)))
     done = b.branch(ir.b)
     b.place(special)
     b.mov_imm(0, se, EXP_MASK)
@@ -96,7 +83,7 @@ def _from_float(b: Builder, x: int, fmt: _Format) -> tuple[int, int]:
     k = b.temp()
     b.emit(ir.clz(1, k, fraction))
     b.emit(ir.lslv(1, m, fraction, k))
-    b.emit(ir.sub_reg(0, se, _const(b, fmt.exponent_bias_delta + 64 - fmt.fraction, 0), k))
+    b.emit(ir.sub_reg(0, se, b.constant(0, fmt.exponent_bias_delta + 64 - fmt.fraction), k))
     b.emit(ir.b(done))
     b.place(zero)
     b.mov_imm(1, m, 0)
@@ -126,7 +113,7 @@ def from_int(b: Builder, x: int) -> tuple[int, int]:
     k = b.temp()
     b.emit(ir.clz(1, k, magnitude))
     b.emit(ir.lslv(1, m, magnitude, k))
-    b.emit(ir.sub_reg(0, se, _const(b, 16383 + 63, 0), k))
+    b.emit(ir.sub_reg(0, se, b.constant(0, 16383 + 63), k))
     sign = b.temp()
     b.emit(ir.lsr_imm(1, sign, x, 63))
     b.emit(ir.orr_reg(0, se, se, sign, Shift.LSL, 15))
@@ -171,10 +158,10 @@ def _nearest(b: Builder, cw: int) -> ir.Label:
 
 def shift_right_jamming(b: Builder, sig: int, n: int) -> None:
     """sig >>= n with every bit shifted out ORed into bit 0 (n >= 1, any size)."""
-    _cmp_imm(b, 1, n, 63)
+    b.compare_imm(1, n, 63)
     big = b.branch(ir.b_cond, Cond.HI)
     lost = b.temp()
-    b.emit(ir.sub_reg(0, lost, _const(b, 64, 0), n))
+    b.emit(ir.sub_reg(0, lost, b.constant(0, 64), n))
     b.emit(ir.lslv(1, lost, sig, lost))
     b.emit(ir.lsrv(1, sig, sig, n))
     b.emit(ir.subs_imm(1, ZR, lost, 0))
@@ -202,7 +189,7 @@ def _round_pack(b: Builder, fmt: _Format, se: int, exp: int, sig: int, cw: int, 
     below = (1 << fmt.round_bits) - 1
     half = 1 << (fmt.round_bits - 1)
     inc = _increment(b, cw, se, half, below)
-    _cmp_imm(b, 1, exp, fmt.max_exponent)
+    b.compare_imm(1, exp, fmt.max_exponent)
     in_range = b.branch(ir.b_cond, Cond.LO)  # unsigned: negative exponents are not in range
     tiny = b.branch(ir.tbnz, exp, 63)
     overflow = b.branch(ir.b_cond, Cond.NE)  # above the largest
@@ -213,7 +200,7 @@ def _round_pack(b: Builder, fmt: _Format, se: int, exp: int, sig: int, cw: int, 
     # Infinity when rounding goes that way (any increment), else the largest finite value.
     b.emit(ir.subs_imm(1, ZR, inc, 0))
     b.emit(ir.cset(1, out, Cond.EQ))
-    b.emit(ir.sub_reg(1, out, _const(b, fmt.exponent_ones << fmt.fraction), out))
+    b.emit(ir.sub_reg(1, out, b.constant(1, fmt.exponent_ones << fmt.fraction), out))
     done = b.branch(ir.b)
     b.place(tiny)
     b.emit(ir.sub_reg(1, exp, ZR, exp))
@@ -225,7 +212,7 @@ def _round_pack(b: Builder, fmt: _Format, se: int, exp: int, sig: int, cw: int, 
     b.emit(ir.lsr_imm(1, sig, sig, fmt.round_bits))
     # A tie under nearest-even: clear the last bit.
     not_tie = _nearest(b, cw)
-    _cmp_imm(b, 1, out, half)
+    b.compare_imm(1, out, half)
     b.emit(ir.b_cond(Cond.NE, not_tie))
     b.emit(ir.and_imm(1, sig, sig, ~1 & (1 << 64) - 1))
     b.place(not_tie)
@@ -241,7 +228,7 @@ def _to_float(b: Builder, se: int, m: int, cw: int, fmt: _Format) -> int:
     default_nan, finite = ir.Label(), ir.Label()
     b.emit(ir.cbz(1, e, finite))
     b.emit(ir.tbz(m, 63, default_nan))  # an invalid encoding
-    _cmp_imm(b, 0, e, EXP_MASK)
+    b.compare_imm(0, e, EXP_MASK)
     b.emit(ir.b_cond(Cond.NE, finite))
     # Infinity or NaN: the payload's top bits under the all-ones exponent, keeping a signalling NaN.
     b.emit(ir.lsl_imm(1, out, m, 1))
@@ -260,7 +247,7 @@ def _to_float(b: Builder, se: int, m: int, cw: int, fmt: _Format) -> int:
     b.emit(ir.and_imm(1, sig, m, 1))
     b.emit(ir.orr_reg(1, sig, sig, m, Shift.LSR, 1))
     # exp = e - (bias delta + 1), except for zero (e == 0 and m == 0), which packs as 0.
-    b.emit(ir.sub_reg(1, exp, e, _const(b, fmt.exponent_bias_delta + 1)))
+    b.emit(ir.sub_reg(1, exp, e, b.constant(1, fmt.exponent_bias_delta + 1)))
     b.emit(ir.orr_reg(1, out, e, m))
     b.emit(ir.subs_imm(1, ZR, out, 0))
     b.emit(ir.csel(1, exp, exp, ZR, Cond.NE))
@@ -288,10 +275,10 @@ def to_int(b: Builder, se: int, m: int, cw: int, bits: int) -> int:
     b.place(zero_exp)
     # The binary point sits `shift` bits above m's bit 0.
     shift, integer, fraction = b.temp(), b.temp(), b.temp()
-    b.emit(ir.sub_reg(1, shift, _const(b, 16383 + 63), e))
+    b.emit(ir.sub_reg(1, shift, b.constant(1, 16383 + 63), e))
     b.emit(ir.tbnz(shift, 63, indefinite))  # >= 2^64, infinity, NaN
     whole = b.branch(ir.cbz, 1, shift)
-    _cmp_imm(b, 1, shift, 64)
+    b.compare_imm(1, shift, 64)
     partial = b.branch(ir.b_cond, Cond.LO)
     b.mov_imm(1, integer, 0)
     exactly = b.branch(ir.b_cond, Cond.EQ)
@@ -307,7 +294,7 @@ def to_int(b: Builder, se: int, m: int, cw: int, bits: int) -> int:
     b.emit(ir.b(rounded))
     b.place(partial)
     back = b.temp()
-    b.emit(ir.sub_reg(0, back, _const(b, 64, 0), shift))
+    b.emit(ir.sub_reg(0, back, b.constant(0, 64), shift))
     b.emit(ir.lslv(1, fraction, m, back))
     b.emit(ir.lsrv(1, integer, m, shift))
     b.place(rounded)
@@ -326,7 +313,7 @@ def to_int(b: Builder, se: int, m: int, cw: int, bits: int) -> int:
     b.place(up)
     b.emit(ir.add_imm(1, integer, integer, 1))
     b.place(no_carry)
-    limit = _const(b, 1 << (bits - 1))
+    limit = b.constant(1, 1 << (bits - 1))
     b.emit(ir.subs_reg(1, ZR, integer, limit))
     negative = b.branch(ir.tbnz, se, 15)
     b.emit(ir.b_cond(Cond.HS, indefinite))
@@ -337,7 +324,7 @@ def to_int(b: Builder, se: int, m: int, cw: int, bits: int) -> int:
     b.emit(ir.sub_reg(1, out, ZR, integer))
     b.emit(ir.b(done))
     b.place(indefinite)
-    b.emit(ir.mov_reg(1, out, _const(b, 1 << (bits - 1))))
+    b.emit(ir.mov_reg(1, out, b.constant(1, 1 << (bits - 1))))
     b.place(done)
     return out
 
@@ -350,7 +337,7 @@ def _branch_if_unordered(b: Builder, se: int, m: int, unordered: ir.Label) -> No
     b.emit(ir.and_imm(0, e, se, EXP_MASK))
     ordered = b.branch(ir.cbz, 1, e)
     b.emit(ir.tbz(m, 63, unordered))
-    _cmp_imm(b, 0, e, EXP_MASK)
+    b.compare_imm(0, e, EXP_MASK)
     b.emit(ir.b_cond(Cond.NE, ordered))
     t = b.temp()
     b.emit(ir.lsl_imm(1, t, m, 1))
@@ -407,7 +394,7 @@ def classify(b: Builder, se: int, m: int) -> int:
     r, e = b.temp(), b.temp()
     b.emit(ir.and_imm(0, e, se, EXP_MASK))
     small = b.branch(ir.cbz, 1, e)
-    _cmp_imm(b, 0, e, EXP_MASK)
+    b.compare_imm(0, e, EXP_MASK)
     special = b.branch(ir.b_cond, Cond.EQ)
     b.mov_imm(0, r, 2)
     done = b.branch(ir.b)
