@@ -11,7 +11,8 @@ import pytest
 pytestmark = pytest.mark.skipif(shutil.which("as") is None, reason="needs GNU as for x86-64")
 
 import translate_harness  # noqa: E402
-from translate_harness import Differ, ModuleDiffer, X87State, assemble  # noqa: E402
+from fexaot_tool.translate.abi import X87Image  # noqa: E402
+from translate_harness import Differ, ModuleDiffer, assemble  # noqa: E402
 
 from fexaot_tool.translate import GuestCode, a64  # noqa: E402
 
@@ -65,14 +66,14 @@ def test_a_wrong_x87_result_is_caught(monkeypatch) -> None:
 
 
 def test_explicit_x87_states() -> None:
-    """X87State: physical registers, TOP, control and status words, empty mask; ``stack`` builds one from
+    """X87Image: physical registers, TOP, control and status words, empty mask; ``stack`` builds one from
     ST(0), ST(1), ...; the x87 oracle's states and raw state-block images work too."""
-    state = X87State.stack(ONE, TWO, top=6)
+    state = X87Image.stack(ONE, TWO, top=6)
     assert state.regs[6] == ONE and state.regs[7] == TWO and state.empty == 0x3F
-    assert X87State.from_image(state.image()) == state
+    assert X87Image.unpack(state.pack()) == state
     code = assemble("fld st(1)\n faddp st(1), st\n fstp qword ptr [rbx]")
-    rounding = [X87State.stack(ONE, (0xFFFFFFFFFFFFFFFF, 0x3FFF), cw=0x37F | rc << 10) for rc in range(4)]
-    Differ().check(code, states=0, x87=[state, *rounding, state.image()])
+    rounding = [X87Image.stack(ONE, (0xFFFFFFFFFFFFFFFF, 0x3FFF), cw=0x37F | rc << 10) for rc in range(4)]
+    Differ().check(code, states=0, x87=[state, *rounding, state.pack()])
     with pytest.raises(AssertionError, match="without x87"):
         Differ().check(assemble("add rax, rdx"), states=1, x87=[state])
 
@@ -89,17 +90,17 @@ def test_explicit_x87_state_is_what_runs(monkeypatch) -> None:
         return outcome
 
     monkeypatch.setattr(translate_harness.Differ, "_run_arm", run_arm)
-    Differ().check(assemble("faddp st(1), st"), states=0, x87=[X87State.stack(ONE, TWO, top=6)])
-    after = X87State.from_image(captured[0])
+    Differ().check(assemble("faddp st(1), st"), states=0, x87=[X87Image.stack(ONE, TWO, top=6)])
+    after = X87Image.unpack(captured[0])
     assert after.top == 7 and after.regs[7] == THREE and after.empty == 0xFF & ~(1 << 7)
     _corrupt_sign_flip(monkeypatch)
     with pytest.raises(AssertionError, match="x87_r7"):
-        Differ().check(assemble("fchs"), states=0, x87=[X87State.stack(ONE, top=7)])
+        Differ().check(assemble("fchs"), states=0, x87=[X87Image.stack(ONE, top=7)])
 
 
 def test_fcomi_flags_and_compare_c1_follow_the_sdm() -> None:
     """fcomi clears OF/SF/AF and C1 (the translation, as the SDM says) where unicorn keeps them: accepted."""
-    c1 = dataclasses.replace(X87State.stack(ONE, TWO), sw=0x200)
+    c1 = dataclasses.replace(X87Image.stack(ONE, TWO), sw=0x200)
     Differ().check(assemble("fcomi st, st(1)"), states=8, x87=[c1])
 
 
@@ -108,7 +109,7 @@ def test_module_differ_sets_and_compares_x87_state(monkeypatch) -> None:
     guest = GuestCode(0, ((0x10000, code),))
     differ = ModuleDiffer(guest)
     assert differ.check(0x10000, len(code), states=16, seed=3,
-                        x87=[X87State.stack(ONE, TWO, THREE, top=2)]) == 17
+                        x87=[X87Image.stack(ONE, TWO, THREE, top=2)]) == 17
     _corrupt_sign_flip(monkeypatch)
     import fexaot_tool.translate as translate
     monkeypatch.setattr(translate, "translate_block", translate_harness.translate_block)

@@ -18,9 +18,10 @@ import struct
 import pytest
 
 from fexaot_tool.translate import abi, backend, ir, x87_arith
+from fexaot_tool.translate.abi import X87Image
 from fexaot_tool.translate.builder import Builder
 from test_translate_x87_convert import edge_x80, random_x80
-from x87_oracle import DATA, X87State, compile_ir, run_code, run_x87
+from x87_oracle import DATA, compile_ir, run_code, run_x87
 
 SWEEP = int(os.environ.get("X87_SWEEP", "150"))
 CONTROL_WORDS = [pc << 8 | rc << 10 | 0x7F for pc in (3, 2, 0) for rc in range(4)]
@@ -59,7 +60,7 @@ def pairs(rng: random.Random) -> list[tuple[tuple[int, int], tuple[int, int]]]:
 
 
 def reference(opcode: bytes, a: tuple[int, int], c: tuple[int, int], cw: int) -> bytes:
-    state = X87State(regs=[(0, 0)] * 8, top=0, cw=cw, empty=0xFF)
+    state = X87Image(regs=[(0, 0)] * 8, top=0, cw=cw, empty=0xFF)
     memory = struct.pack("<QH6xQH6x", *a, *c)
     _, _, mem, _ = run_x87(_LOAD + opcode + _STORE, state, memory=memory)
     return mem[32:42]

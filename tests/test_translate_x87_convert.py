@@ -18,13 +18,14 @@ import pytest
 from unicorn import x86_const as X
 
 from fexaot_tool.translate import ir, x87_convert
-from x87_oracle import DATA, X87State, compile_ir, run_code, run_x87
+from fexaot_tool.translate.abi import X87Image
+from x87_oracle import DATA, compile_ir, run_code, run_x87
 
 SWEEP = int(os.environ.get("X87_SWEEP", "300"))
 IN = (4, 5, 6)  # host registers holding the inputs (guest RAX, RCX, RDX)
 OUT = (12, 13)
 CONTROL_WORDS = [0x037F | rc << 10 for rc in range(4)] + [0x027F, 0x007F]
-EMPTY = X87State(regs=[(0, 0)] * 8, top=0, empty=0xFF)
+EMPTY = X87Image(regs=[(0, 0)] * 8, top=0, empty=0xFF)
 ADDR = struct.pack("<I", DATA)
 ADDR16 = struct.pack("<I", DATA + 16)
 
@@ -69,7 +70,7 @@ def tbyte(m: int, se: int) -> bytes:
 
 
 def reference(code: bytes, memory: bytes, cw: int = 0x37F) -> tuple[bytes, dict, int]:
-    state = X87State(regs=EMPTY.regs, top=0, cw=cw, empty=0xFF)
+    state = X87Image(regs=EMPTY.regs, top=0, cw=cw, empty=0xFF)
     after, gprs, mem, rflags = run_x87(code, state, memory=memory)
     return mem[16:26], gprs, rflags
 

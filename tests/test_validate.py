@@ -25,6 +25,7 @@ from fexaot_tool.cache.key import TranslatorConfig, config_id, module_identity
 from fexaot_tool.cache.writer import ModuleImage, write_cache
 from fexaot_tool.cli import main
 from fexaot_tool.elf import read_elf
+from fexaot_tool.translate.abi import X87Image
 from fexaot_tool.validate import stubs
 from fexaot_tool.validate.differential import (
     BlockUnderTest, DifferentialHarness, GuestState, decode_block, defined_flags, make_states, register_roles,
@@ -594,8 +595,7 @@ def test_x87_compare_clears_c1_and_flags_as_the_sdm_says():
     harness = DifferentialHarness(7, native_referee=False)
     guest = bytes.fromhex("dbf1")  # fcomi st, st(1)
     block = _sse_block(harness, guest, 0x0000_3000_0000_0000)
-    regs = struct.pack("<QH6x", 1 << 63, 0x3FFF) * 8
-    x87 = regs + struct.pack("<IIII", 0x37F, 0x200, 0, 0)  # C1 set
+    x87 = _x87_image([(1 << 63, 0x3FFF)] * 8, sw=0x200)  # C1 set
     state = GuestState(_xmm_state(0, 0).gpr, 0x891, 1, 0x10, (0,) * 16, x87)  # OF SF AF CF set
     result = harness.run_case(block, state)
     assert not result.differences
@@ -627,7 +627,7 @@ def test_x87_option_validates_only_x87_blocks(capsys, tmp_path):
 # -- x87 with the host CPU as referee -----------------------------------------------------------
 
 def _x87_image(regs: list[tuple[int, int]], top: int = 0, cw: int = 0x37F, sw: int = 0, empty: int = 0) -> bytes:
-    return b"".join(struct.pack("<QH6x", *r) for r in regs) + struct.pack("<IIII", cw, sw, top, empty)
+    return X87Image(tuple(regs), top, cw, sw, empty).pack()
 
 
 ONE, TWO = (1 << 63, 0x3FFF), (1 << 63, 0x4000)
@@ -660,11 +660,10 @@ def test_native_run_loads_and_reads_x87_state():
     run = harness.native.run(dict(harness._original), _xmm_state(0, 0).gpr, 0, (0,) * 16, 0x1F80, 0, 0,
                              block.guest_address, [(i.ip, i.next_ip) for i in block.instructions], [], image)
     assert run is not None and run.fault is None and run.x87 is not None
-    cw, sw, top, empty = struct.unpack_from("<IIII", run.x87, 0x80)
+    after = X87Image.unpack(run.x87)
     # push -3 into R5, pop it into ST(2) of the pushed stack: R7 = 2 + -3 = -1, TOP back at 6.
-    assert (top, empty, cw) == (6, 0b0011_1110, 0x37F)
-    assert struct.unpack_from("<QH", run.x87, 16 * 7) == (1 << 63, 0xBFFF)
-    assert struct.unpack_from("<QH", run.x87, 16 * 6) == ONE
+    assert (after.top, after.empty, after.cw) == (6, 0b0011_1110, 0x37F)
+    assert after.regs[7] == (1 << 63, 0xBFFF) and after.regs[6] == ONE
 
 
 @_NATIVE
@@ -711,7 +710,7 @@ def test_the_host_cpu_settles_x87_not_the_sdm_rule(monkeypatch):
     from fexaot_tool.translate import a64
     from fexaot_tool.validate import differential
 
-    monkeypatch.setattr(differential, "_sdm_clears_c1", lambda executed, d, x87: True)
+    monkeypatch.setattr(differential, "sdm_clears_c1", lambda executed, d, x87: True)
     harness = DifferentialHarness(7)
     guest = bytes.fromhex("d9e0")  # fchs
     good = _sse_block(harness, guest, 0x0000_3000_0000_0000)
@@ -738,7 +737,8 @@ def test_x87_states_fit_the_blocks_stack():
     harness = DifferentialHarness(7, native_referee=False)
     block = _sse_block(harness, guest, 0x0000_3000_0000_0000)
     for i, s in enumerate(make_states(block, random.Random(4), 12)):
-        cw, sw, top, empty = struct.unpack_from("<IIII", s.x87, 0x80)
+        x87 = X87Image.unpack(s.x87)
+        empty, top = x87.empty, x87.top
         if i % 2:
             assert not empty >> top & 1 and not empty >> ((top + 1) & 7) & 1
             assert empty >> ((top - 1) & 7) & 1 and empty >> ((top - 2) & 7) & 1

@@ -10,7 +10,7 @@ an x87 state on both sides, unicorn's ``FP0``-``FP7``/``FPSW``/``FPCW``/
 ``FPTAG`` and the state block at 0x400 (docs/abi.md "x87 state"), and the
 registers (unless empty in both), control and status words, TOP and the
 empty mask must agree afterwards; random states come from the validator's
-generator, explicit ones are :class:`X87State` (``check(..., x87=[...])``).
+generator, explicit ones are :class:`abi.X87Image` (``check(..., x87=[...])``).
 As in the validator, where the SDM clears what unicorn's x87 keeps (OF/SF/AF
 after ``fcomi``, C1 after a compare) the translation's 0 is accepted.  Other
 blocks carry no x87 state and run as before.
@@ -19,7 +19,6 @@ blocks carry no x87 state and run as before.
 from __future__ import annotations
 
 import random
-import struct
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from unicorn import x86_const as X
 
 from fexaot_tool.runtime.a64 import x87_from_engine, x87_to_registers
 from fexaot_tool.translate import GuestCode, abi, translate_block
+from fexaot_tool.translate.abi import X87Image
 from fexaot_tool.translate.block import is_x87
 from fexaot_tool.validate import differential
 
@@ -80,50 +80,12 @@ class Outcome:
     x87: bytes | None = None  # the state-block x87 image after the run (x87 blocks only)
 
 
-@dataclass
-class X87State:
-    """An explicit x87 state for :meth:`Differ.check`/:meth:`ModuleDiffer.check` (``x87=[...]``).
-
-    ``regs`` are the *physical* registers R0-R7 as (significand, sign_exponent); ST(i) is
-    ``regs[(top + i) & 7]``.  ``sw`` is the status word without TOP (bits 11-13 are ignored);
-    ``empty`` has bit i set when physical register i is empty.  Same fields as tests/x87_oracle.py's.
-    """
-
-    regs: Sequence[tuple[int, int]]
-    top: int = 0
-    cw: int = abi.X87_CW_DEFAULT
-    sw: int = 0
-    empty: int = 0
-
-    @staticmethod
-    def stack(*values: tuple[int, int], cw: int = abi.X87_CW_DEFAULT, sw: int = 0, top: int = 0) -> "X87State":
-        """ST(0), ST(1), ... = ``values`` at ``top``; the other registers empty (and zero)."""
-        regs = [(0, 0)] * 8
-        empty = 0xFF
-        for i, value in enumerate(values):
-            regs[(top + i) & 7] = value
-            empty &= ~(1 << ((top + i) & 7))
-        return X87State(regs, top, cw, sw, empty)
-
-    def image(self) -> bytes:
-        """The state-block image (docs/abi.md "x87 state", abi.X87_SIZE bytes)."""
-        return (b"".join(struct.pack("<QH6x", m, se) for m, se in self.regs)
-                + struct.pack("<IIII", self.cw & 0xFFFF, self.sw & 0xC7FF, self.top & 7, self.empty & 0xFF))
-
-    @staticmethod
-    def from_image(image: bytes) -> "X87State":
-        regs = [struct.unpack_from("<QH", image, 16 * i) for i in range(8)]
-        cw, sw, top, empty = struct.unpack_from("<IIII", image, abi.X87_CW_OFFSET - abi.X87_REGS_OFFSET)
-        return X87State(regs, top, cw, sw, empty)
-
-
-def x87_image(state) -> bytes:
-    """A state-block x87 image from an :class:`X87State` (or anything with its fields, such as
-    tests/x87_oracle.py's), or from an image."""
+def x87_image(state: X87Image | bytes) -> bytes:
+    """A state-block x87 image from an :class:`abi.X87Image`, or an image as it is."""
     if isinstance(state, (bytes, bytearray)):
         assert len(state) == abi.X87_SIZE
         return bytes(state)
-    return X87State(list(state.regs), state.top, state.cw, state.sw, state.empty).image()
+    return state.pack()
 
 
 def uses_x87(instructions) -> bool:
@@ -132,7 +94,7 @@ def uses_x87(instructions) -> bool:
 
 def random_x87(rnd: random.Random, index: int, code: bytes, address: int) -> bytes:
     """A random x87 state for the block ``code`` at ``address``: the validator's (validate/differential.py)."""
-    return differential._random_x87(rnd, index, differential.x87_stack_use(code, address))
+    return differential.random_x87_image(rnd, index, differential.x87_stack_use(code, address))
 
 
 # Lane values where SIMD and floating-point code goes wrong: signed zeros, infinities, quiet and
@@ -227,7 +189,7 @@ def _compare_x87(state: dict, want: Outcome, got: Outcome, executed, where: str)
     if want.x87 is None or got.x87 is None:
         return
     wrong = [d for d in differential.x87_differences(want.x87, got.x87)
-             if not differential._sdm_clears_c1(executed, d, got.x87)]
+             if not differential.sdm_clears_c1(executed, d, got.x87)]
     assert not wrong, (f"x87: {', '.join(f'{d.field}: got {d.actual} want {d.expected}' for d in wrong)}: {where} "
                        f"x87 {differential.describe_x87(state['x87'])}")
 
@@ -236,7 +198,7 @@ def _sdm_cleared_flag(executed, name: str, got: int) -> bool:
     """fcomi/fucomi clear OF, SF and AF (SDM) where unicorn's x87 keeps them: the translation's 0 is right.
     ``executed``: from :func:`_executed`."""
     bit = {"OF": differential.OF, "SF": differential.SF, "AF": differential.AF}.get(name)
-    return bit is not None and not got and differential._sdm_clears_flag(executed, bit, 0)
+    return bit is not None and not got and differential.sdm_clears_flag(executed, bit, 0)
 
 
 class Differ:
@@ -258,7 +220,7 @@ class Differ:
 
         A block with an x87 instruction also gets a random x87 state in each case (the validator's:
         edge values, every precision and rounding control, full and partly empty stacks), and the x87
-        state after it is compared.  ``x87``: explicit x87 states (:class:`X87State`, anything with its
+        state after it is compared.  ``x87``: explicit x87 states (:class:`abi.X87Image`, anything with its
         fields, or state-block images), one case each before the random ones (with random GPRs, flags
         and XMM as usual; ``states=0`` runs only these).
 

@@ -2,8 +2,8 @@
 
 ``run_ir`` assembles IR a test emits through a :class:`Builder` and runs it on
 unicorn ARM64 with chosen values in host registers; ``run_x87`` runs x86 bytes
-on unicorn x86-64 from a chosen x87 state (physical registers, TOP, control
-word, tags) and returns the state after them.  unicorn's x87 is QEMU's
+on unicorn x86-64 from a chosen x87 state (an ``abi.X87Image``: physical
+registers, TOP, control word, tags) and returns the state after them.  unicorn's x87 is QEMU's
 softfloat ``floatx80``: exact 80-bit arithmetic with precision and rounding
 control, which is the reference the translated code must match bit for bit.
 """
@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from unicorn import UC_ARCH_ARM64, UC_ARCH_X86, UC_MODE_64, UC_MODE_ARM, UC_PROT_ALL, Uc
 from unicorn.arm64_const import UC_ARM64_REG_X28
 from unicorn import x86_const as X
 
+from fexaot_tool.runtime.a64 import x87_from_engine, x87_to_registers
 from fexaot_tool.translate import backend, ir, passes
+from fexaot_tool.translate.abi import X87Image
 from fexaot_tool.translate.builder import Builder
 
 CODE = 0x10_0000
@@ -76,27 +77,13 @@ def run_ir(emit: Callable[[Builder], None], inputs: dict[int, int], outputs: tup
     return run_code(compile_ir(emit, optimise), inputs, outputs, memory.ljust(256, b"\0"))
 
 
-@dataclass
-class X87State:
-    """x87 state as unicorn holds it: physical registers R0-R7 as (significand, sign_exponent)."""
-
-    regs: list[tuple[int, int]]
-    top: int = 0
-    cw: int = 0x37F
-    sw: int = 0  # without TOP (bits 11-13)
-    empty: int = 0  # bit i set: physical register i is empty
-
-    def st(self, i: int) -> tuple[int, int]:
-        return self.regs[(self.top + i) & 7]
-
-
 _X86 = Uc(UC_ARCH_X86, UC_MODE_64)
 _X86.mem_map(CODE, 0x10_0000, UC_PROT_ALL)
 _X86.mem_map(DATA, DATA_SIZE, UC_PROT_ALL)
 
 
-def run_x87(code: bytes, state: X87State, gprs: dict[int, int] | None = None, memory: bytes = b"",
-            ) -> tuple[X87State, dict[int, int], bytes, int]:
+def run_x87(code: bytes, state: X87Image, gprs: dict[int, int] | None = None, memory: bytes = b"",
+            ) -> tuple[X87Image, dict[int, int], bytes, int]:
     """Run x86 ``code`` from ``state``; returns (x87 state, RAX/RCX/RDX/RBX values, DATA bytes, RFLAGS).
 
     ``gprs`` are unicorn x86 register ids -> values; DATA holds ``memory`` on entry.
@@ -110,17 +97,9 @@ def run_x87(code: bytes, state: X87State, gprs: dict[int, int] | None = None, me
     for reg, value in (gprs or {}).items():
         _X86.reg_write(reg, value)
     _X86.reg_write(X.UC_X86_REG_EFLAGS, 0x2)
-    _X86.reg_write(X.UC_X86_REG_FPCW, state.cw)
-    for i, (m, se) in enumerate(state.regs):
-        _X86.reg_write(X.UC_X86_REG_FP0 + i, (m, se))
-    _X86.reg_write(X.UC_X86_REG_FPSW, (state.sw & ~0x3800) | (state.top & 7) << 11)
-    _X86.reg_write(X.UC_X86_REG_FPTAG, sum(3 << 2 * i for i in range(8) if state.empty >> i & 1))
+    _X86.reg_write_batch(x87_to_registers(state.pack()))
     _X86.emu_start(CODE, CODE + len(code))
-    sw = _X86.reg_read(X.UC_X86_REG_FPSW)
-    tags = _X86.reg_read(X.UC_X86_REG_FPTAG)
-    after = X87State(regs=[tuple(_X86.reg_read(X.UC_X86_REG_FP0 + i)) for i in range(8)], top=sw >> 11 & 7,
-                     cw=_X86.reg_read(X.UC_X86_REG_FPCW), sw=sw & ~0x3800,
-                     empty=sum(1 << i for i in range(8) if (tags >> 2 * i & 3) == 3))
+    after = X87Image.unpack(x87_from_engine(_X86))
     gprs_after = {reg: _X86.reg_read(reg) for reg in (X.UC_X86_REG_RAX, X.UC_X86_REG_RCX, X.UC_X86_REG_RDX,
                                                        X.UC_X86_REG_RBX)}
     return after, gprs_after, bytes(_X86.mem_read(DATA, DATA_SIZE)), _X86.reg_read(X.UC_X86_REG_EFLAGS)

@@ -930,25 +930,22 @@ def _count_instructions(rip: int, size: int) -> int:
 
 
 
-# The x87 part of the state block (docs/abi.md "x87 state") and the x86 engine's registers holding it.
-_X87_REGS = struct.Struct("<" + "QH6x" * 8)
-_X87_WORDS = struct.Struct("<IIII")  # control word, status word without TOP, TOP, empty mask
+# The x86 engine's registers holding the x87 state (physical registers, like the state block's).
 _X87_UC_REGS = [UC_X86_REG_FP0 + i for i in range(8)]
-_X87_RESET = struct.pack("<128xIIII", abi.X87_CW_DEFAULT, 0, 0, 0xFF)
+_X87_RESET = abi.X87Image(empty=0xFF).pack()  # a Linux process's: control word 0x37F, every register empty
 
 
 def x87_to_registers(image: bytes) -> list[tuple[int, object]]:
     """(unicorn register, value) pairs that give the x86 engine the x87 state of a state-block image."""
-    values = _X87_REGS.unpack_from(image, 0)
-    cw, sw, top, empty = _X87_WORDS.unpack_from(image, abi.X87_CW_OFFSET - abi.X87_REGS_OFFSET)
-    tags = sum(3 << 2 * i for i in range(8) if empty >> i & 1)
-    return [(reg, (values[2 * i], values[2 * i + 1])) for i, reg in enumerate(_X87_UC_REGS)] + [
-        (UC_X86_REG_FPCW, cw), (UC_X86_REG_FPSW, sw & ~0x3800 | (top & 7) << 11), (UC_X86_REG_FPTAG, tags)]
+    x87 = abi.X87Image.unpack(image)
+    tags = sum(3 << 2 * i for i in range(8) if x87.empty >> i & 1)
+    return [*zip(_X87_UC_REGS, x87.regs), (UC_X86_REG_FPCW, x87.cw), (UC_X86_REG_FPSW, x87.sw | x87.top << 11),
+            (UC_X86_REG_FPTAG, tags)]
 
 
 def x87_from_engine(uc) -> bytes:
     """The state-block image of the x86 engine's x87 state."""
-    regs = [value for reg in _X87_UC_REGS for value in uc.reg_read(reg)]
     sw, tags, cw = (uc.reg_read(r) for r in (UC_X86_REG_FPSW, UC_X86_REG_FPTAG, UC_X86_REG_FPCW))
     empty = sum(1 << i for i in range(8) if tags >> 2 * i & 3 == 3)
-    return _X87_REGS.pack(*regs) + _X87_WORDS.pack(cw, sw & ~0x3800, sw >> 11 & 7, empty)
+    return abi.X87Image(tuple(uc.reg_read(reg) for reg in _X87_UC_REGS), sw >> 11 & 7, cw, sw & 0xC7FF,
+                        empty).pack()

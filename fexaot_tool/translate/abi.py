@@ -8,6 +8,8 @@ nothing else hard-codes them.
 from __future__ import annotations
 
 import enum
+import struct
+from dataclasses import dataclass
 
 # Guest register n (x86 numbering RAX=0, RCX=1, ... R15=15) lives in GPR_HOST[n].
 GPR_HOST: tuple[int, ...] = (4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 19, 20)
@@ -52,6 +54,50 @@ X87_SCRATCH_OFFSET = 0x490
 X87_SCRATCH_SIZE = 0x48
 X87_CW_DEFAULT = 0x37F  # a Linux process's control word: all exceptions masked, 64-bit precision, nearest
 STATE_SIZE = 0x500
+
+_X87_REGISTER = struct.Struct("<QH6x")  # significand, sign and exponent, padding to 16 bytes
+_X87_WORDS = struct.Struct("<IIII")  # control word, status word without TOP, TOP, empty mask
+_X87_WORDS_AT = X87_CW_OFFSET - X87_REGS_OFFSET
+
+
+@dataclass(frozen=True)
+class X87Image:
+    """The x87 part of the state block (X87_SIZE bytes from X87_REGS_OFFSET) as values.
+
+    ``regs`` are the physical registers R0-R7 as (significand, sign_exponent), so ST(i) is
+    ``regs[(top + i) & 7]``; ``sw`` is the status word without TOP; bit i of ``empty`` marks R_i empty.
+    """
+
+    regs: tuple[tuple[int, int], ...] = ((0, 0),) * 8
+    top: int = 0
+    cw: int = X87_CW_DEFAULT
+    sw: int = 0
+    empty: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "regs", tuple((int(m), int(se)) for m, se in self.regs))
+
+    @classmethod
+    def stack(cls, *values: tuple[int, int], top: int = 0, cw: int = X87_CW_DEFAULT, sw: int = 0) -> X87Image:
+        """ST(0), ST(1), ... = ``values`` with TOP = ``top``; the other registers empty (and zero)."""
+        regs, empty = [(0, 0)] * 8, 0xFF
+        for i, value in enumerate(values):
+            regs[(top + i) & 7] = value
+            empty &= ~(1 << ((top + i) & 7))
+        return cls(tuple(regs), top, cw, sw, empty)
+
+    def st(self, i: int) -> tuple[int, int]:
+        return self.regs[(self.top + i) & 7]
+
+    def pack(self) -> bytes:
+        return (b"".join(_X87_REGISTER.pack(m, se) for m, se in self.regs)
+                + _X87_WORDS.pack(self.cw & 0xFFFF, self.sw & 0xC7FF, self.top & 7, self.empty & 0xFF))
+
+    @classmethod
+    def unpack(cls, image: bytes) -> X87Image:
+        regs = tuple(_X87_REGISTER.unpack_from(image, 16 * i) for i in range(8))
+        cw, sw, top, empty = _X87_WORDS.unpack_from(image, _X87_WORDS_AT)
+        return cls(regs, top, cw, sw, empty)
 
 
 class ExitReason(enum.IntEnum):

@@ -21,6 +21,7 @@ content that depends only on the page address and the seed.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import struct
 from collections.abc import Sequence
@@ -430,7 +431,7 @@ def make_states(block: BlockUnderTest, rng: random.Random, count: int,
             pf_src ^= 1
         af_src = (rng.getrandbits(64) & ~0x10) | (0x10 if flags & AF else 0)
         xmm = tuple(_random_xmm(rng) for _ in range(16))
-        x87 = _random_x87(rng, i, stack) if stack is not None else None
+        x87 = random_x87_image(rng, i, stack) if stack is not None else None
         states.append(GuestState(tuple(values), flags, pf_src | (rng.getrandbits(56) << 8), af_src, xmm, x87))
     return states
 
@@ -476,13 +477,13 @@ _READS = (iced_x86.OpAccess.READ, iced_x86.OpAccess.READ_WRITE, iced_x86.OpAcces
           iced_x86.OpAccess.READ_COND_WRITE)
 
 
-def _random_x87(rng: random.Random, index: int, stack: tuple[int, int] = (0, 0)) -> bytes:
+def random_x87_image(rng: random.Random, index: int, stack: tuple[int, int] = (0, 0)) -> bytes:
     """A state-block x87 image: the Linux control word in a third of the states, others with every
     precision and rounding control and some exceptions unmasked.  Registers: in half the states as
     compiled code has them for the block (``stack``, from :func:`x87_stack_use`: the registers it reads
     full, those its pushes land in empty, so the host CPU sees no stack fault), in a quarter all full,
     in a quarter any of them empty."""
-    regs = b"".join(struct.pack("<QH6x", *_random_x80(rng)) for _ in range(8))
+    regs = tuple(_random_x80(rng) for _ in range(8))
     cw = 0x37F if index % 3 == 0 else 0x40 | rng.choice((0, 2, 3)) << 8 | rng.getrandbits(2) << 10 | (
         0x3F if rng.random() < 0.8 else rng.getrandbits(6))
     sw = rng.getrandbits(16) & 0x4700 | (rng.getrandbits(6) if rng.random() < 0.2 else 0)
@@ -494,17 +495,15 @@ def _random_x87(rng: random.Random, index: int, stack: tuple[int, int] = (0, 0))
             empty &= ~(1 << ((top + i) & 7))
         for i in range(1, pushes + 1):
             empty |= 1 << ((top - i) & 7)
-    return regs + struct.pack("<IIII", cw, sw, top, empty)
+    return abi.X87Image(regs, top, cw, sw, empty).pack()
 
 
 def describe_x87(image: bytes) -> dict[str, str]:
     """The fields of a state-block x87 image, for reports."""
-    out = {}
-    cw, sw, top, empty = struct.unpack_from("<IIII", image, abi.X87_CW_OFFSET - abi.X87_REGS_OFFSET)
-    for i in range(8):
-        m, se = struct.unpack_from("<QH", image, 16 * i)
-        out[f"x87_r{i}"] = f"{se:04x}:{m:016x}{' (empty)' if empty >> i & 1 else ''}"
-    out["x87_cw"], out["x87_sw"], out["x87_top"] = f"{cw:#06x}", f"{sw:#06x}", str(top)
+    x87 = abi.X87Image.unpack(image)
+    out = {f"x87_r{i}": f"{se:04x}:{m:016x}{' (empty)' if x87.empty >> i & 1 else ''}"
+           for i, (m, se) in enumerate(x87.regs)}
+    out["x87_cw"], out["x87_sw"], out["x87_top"] = f"{x87.cw:#06x}", f"{x87.sw:#06x}", str(x87.top)
     return out
 
 
@@ -514,29 +513,18 @@ def describe_x87(image: bytes) -> dict[str, str]:
 # Against unicorn's x87, which does not accumulate them either, the whole word is compared.
 NATIVE_X87_SW_MASK = 0xFFFF & ~(0x3F | 0x80 | 0x200 | 0x8000)
 X87_SW_STACK_FAULT = 0x40  # SF: silicon detects stack overflow and underflow, translated code does not
-_X87_SW_AT = abi.X87_SW_OFFSET - abi.X87_REGS_OFFSET
-
-
-def _x87_sw(image: bytes) -> int:
-    return struct.unpack_from("<I", image, _X87_SW_AT)[0]
 
 
 def x87_differences(expected: bytes, actual: bytes, sw_mask: int = 0xFFFF) -> list[Difference]:
     """Where two state-block x87 images differ: registers (unless empty in both), control word, status
     word (the bits of ``sw_mask``), TOP and the empty mask."""
     out = []
-    words = abi.X87_CW_OFFSET - abi.X87_REGS_OFFSET
-    e_cw, e_sw, e_top, e_empty = struct.unpack_from("<IIII", expected, words)
-    a_cw, a_sw, a_top, a_empty = struct.unpack_from("<IIII", actual, words)
-    e_sw, a_sw = e_sw & sw_mask, a_sw & sw_mask
-    for i in range(8):
-        if e_empty >> i & 1 and a_empty >> i & 1:
-            continue
-        e, a = expected[16 * i:16 * i + 10], actual[16 * i:16 * i + 10]
-        if e != a:
-            out.append(Difference(f"x87_r{i}", e[::-1].hex(), a[::-1].hex()))
-    for name, e, a in (("x87_cw", e_cw, a_cw), ("x87_sw", e_sw, a_sw), ("x87_top", e_top, a_top),
-                       ("x87_empty", e_empty, a_empty)):
+    e, a = abi.X87Image.unpack(expected), abi.X87Image.unpack(actual)
+    for i, (e_reg, a_reg) in enumerate(zip(e.regs, a.regs)):
+        if e_reg != a_reg and not (e.empty & a.empty) >> i & 1:
+            out.append(Difference(f"x87_r{i}", f"{e_reg[1]:04x}{e_reg[0]:016x}", f"{a_reg[1]:04x}{a_reg[0]:016x}"))
+    for name, e, a in (("x87_cw", e.cw, a.cw), ("x87_sw", e.sw & sw_mask, a.sw & sw_mask), ("x87_top", e.top, a.top),
+                       ("x87_empty", e.empty, a.empty)):
         if e != a:
             out.append(Difference(name, f"{e:#x}", f"{a:#x}"))
     return out
@@ -753,10 +741,10 @@ class DifferentialHarness:
         for bit, name in FLAG_NAMES.items():
             if mask & bit and (reference.flags ^ translated.flags) & bit:
                 d = Difference(name, str(int(bool(reference.flags & bit))), str(int(bool(translated.flags & bit))))
-                (deviations if _sdm_clears_flag(executed, bit, translated.flags) else differences).append(d)
+                (deviations if sdm_clears_flag(executed, bit, translated.flags) else differences).append(d)
         if reference.x87 is not None and translated.x87 is not None:
             for d in x87_differences(reference.x87, translated.x87):
-                (deviations if _sdm_clears_c1(executed, d, translated.x87) else differences).append(d)
+                (deviations if sdm_clears_c1(executed, d, translated.x87) else differences).append(d)
         differences.extend(self._memory_differences())
         structural = any(d.field in ("exit", "exit_info") for d in differences)  # never unicorn's semantics
         # The SDM deviations of an x87 block (above) go to the host CPU too: it, not the rule, settles them,
@@ -806,11 +794,11 @@ class DifferentialHarness:
         stack = self._x87_stacks.get(key)
         if stack is None:
             stack = self._x87_stacks[key] = x87_stack_use(block.guest_bytes, block.guest_address)
-        cw, sw, top, empty = struct.unpack_from("<IIII", x87, abi.X87_CW_OFFSET - abi.X87_REGS_OFFSET)
+        image = abi.X87Image.unpack(x87)
         reads, pushes = stack
-        return (not sw & ~cw & 0x3F and reads + pushes <= 8
-                and not any(empty >> ((top + i) & 7) & 1 for i in range(reads))
-                and all(empty >> ((top - i) & 7) & 1 for i in range(1, pushes + 1)))
+        return (not image.sw & ~image.cw & 0x3F and reads + pushes <= 8
+                and not any(image.empty >> ((image.top + i) & 7) & 1 for i in range(reads))
+                and all(image.empty >> ((image.top - i) & 7) & 1 for i in range(1, pushes + 1)))
 
     def _native_differences(self, block: BlockUnderTest, state: GuestState, stop: int, translated: _Run,
                             expected_exit: _Exit, reference: _Run) -> list[Difference] | str | None:
@@ -832,9 +820,8 @@ class DifferentialHarness:
         ranges = self._written_ranges()
         x87 = None
         if translated.x87 is not None:  # the stack fault flag cleared, so that the run shows whether one happens
-            x87 = bytearray(state.x87)
-            struct.pack_into("<I", x87, _X87_SW_AT, _x87_sw(state.x87) & ~X87_SW_STACK_FAULT)
-            x87 = bytes(x87)
+            given = abi.X87Image.unpack(state.x87)
+            x87 = dataclasses.replace(given, sw=given.sw & ~X87_SW_STACK_FAULT).pack()
         run = self.native.run(
             dict(self._original), state.gpr, state.rflags, state.xmm, MXCSR_DEFAULT, FS_BASE, GS_BASE,
             block.guest_address, [(i.ip, i.next_ip) for i in native_steps], ranges, x87)
@@ -842,7 +829,7 @@ class DifferentialHarness:
             return None
         if run.fault is not None:
             return run.fault
-        if run.x87 is not None and _x87_sw(run.x87) & X87_SW_STACK_FAULT:
+        if run.x87 is not None and abi.X87Image.unpack(run.x87).sw & X87_SW_STACK_FAULT:
             # The CPU detected a stack overflow or underflow (an empty register read, a full one pushed
             # onto), which translated code, like unicorn's x87, does not (docs/translator.md "x87").
             return None
@@ -1072,14 +1059,14 @@ def _last_writer(executed: Sequence[GuestInstruction], bit: int) -> GuestInstruc
     return next((ins for ins in reversed(executed) if ins.flags_modified & bit), None)
 
 
-def _sdm_clears_flag(executed: Sequence[GuestInstruction], bit: int, translated_flags: int) -> bool:
+def sdm_clears_flag(executed: Sequence[GuestInstruction], bit: int, translated_flags: int) -> bool:
     """fcomi/fucomi clear OF, SF and AF (SDM); unicorn's x87 leaves them: the translation's 0 is right."""
     last = _last_writer(executed, bit)
     return (bit in (OF, SF, AF) and not translated_flags & bit and last is not None
             and last.text.split()[0] in ("fcomi", "fcomip", "fucomi", "fucomip"))
 
 
-def _sdm_clears_c1(executed: Sequence[GuestInstruction], d: Difference, translated_x87: bytes) -> bool:
+def sdm_clears_c1(executed: Sequence[GuestInstruction], d: Difference, translated_x87: bytes) -> bool:
     """The x87 compares clear C1 (SDM); unicorn's leave it: the translation's 0 is right when the last
     instruction that sets C1 (in either engine) was a compare."""
     if d.field != "x87_sw" or (int(d.expected, 16) ^ int(d.actual, 16)) != 0x200 or int(d.actual, 16) & 0x200:

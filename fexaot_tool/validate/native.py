@@ -54,8 +54,6 @@ _GPR_ORDER = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9"
 # the abridged tag word at 4 (bit i: physical register i is valid), MXCSR at 24, ST0-ST7 at 32
 # (16 bytes each, stack-relative), XMM0-15 at 160.
 _FP_SIZE, _FP_FCW, _FP_FSW, _FP_FTW, _FP_MXCSR, _FP_ST, _FP_XMM = 512, 0, 2, 4, 24, 32, 160
-_X87_WORDS = struct.Struct("<IIII")  # the state block's control word, status word without TOP, TOP, empty mask
-_X87_WORDS_AT = abi.X87_CW_OFFSET - abi.X87_REGS_OFFSET  # their offset in a state-block x87 image
 _FPE_INTDIV = 1  # si_code of SIGFPE for #DE; x87/SSE floating-point exceptions have others
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -204,23 +202,20 @@ def _ptrace_permitted() -> bool:
 def x87_to_fxsave(image: bytes, fxsave: bytearray) -> None:
     """Write a state-block x87 image into an FXSAVE image: FCW, FSW with TOP, the abridged tag word and
     ST(i) = physical register (TOP + i) & 7."""
-    cw, sw, top, empty = _X87_WORDS.unpack_from(image, _X87_WORDS_AT)
-    top &= 7
-    struct.pack_into("<HHB", fxsave, _FP_FCW, cw & 0xFFFF, sw & 0xC7FF | top << 11, ~empty & 0xFF)
+    x87 = abi.X87Image.unpack(image)
+    struct.pack_into("<HHB", fxsave, _FP_FCW, x87.cw, x87.sw | x87.top << 11, ~x87.empty & 0xFF)
     for i in range(8):
-        physical = (top + i) & 7
-        fxsave[_FP_ST + 16 * i:_FP_ST + 16 * i + 16] = image[16 * physical:16 * physical + 10] + bytes(6)
+        struct.pack_into("<QH6x", fxsave, _FP_ST + 16 * i, *x87.st(i))
 
 
 def x87_from_fxsave(fxsave: bytes) -> bytes:
     """The state-block x87 image of an FXSAVE image (the inverse of :func:`x87_to_fxsave`)."""
     cw, fsw, ftw = struct.unpack_from("<HHB", fxsave, _FP_FCW)
     top = fsw >> 11 & 7
-    regs = bytearray(_X87_WORDS_AT)
+    regs = [(0, 0)] * 8
     for i in range(8):
-        physical = (top + i) & 7
-        regs[16 * physical:16 * physical + 10] = fxsave[_FP_ST + 16 * i:_FP_ST + 16 * i + 10]
-    return bytes(regs) + _X87_WORDS.pack(cw, fsw & 0xC7FF, top, ~ftw & 0xFF)
+        regs[(top + i) & 7] = struct.unpack_from("<QH", fxsave, _FP_ST + 16 * i)
+    return abi.X87Image(tuple(regs), top, cw, fsw & 0xC7FF, ~ftw & 0xFF).pack()
 
 
 def _signal_code(pid: int) -> int:
