@@ -220,13 +220,20 @@ def _segment_image(info: ElfInfo, path: str, load_base: int) -> tuple[int, bytea
     return load_base + start, image
 
 
+def _guest_bytes(loaded: LoadedModule, entry: BlockIndexEntry) -> bytes | None:
+    """A block's guest bytes in the loaded image (None: the range lies outside the PT_LOAD segments)."""
+    at = loaded.load_base + loaded.image_base + entry.guest_offset - loaded.image_start
+    if at < 0 or at + entry.guest_size > len(loaded.image):
+        return None
+    return loaded.image[at:at + entry.guest_size]
+
+
 def prepare_block(loaded: LoadedModule, entry: BlockIndexEntry) -> BlockUnderTest | str | Mismatch:
     """The block ready to run, or a skip reason, or a Mismatch when its guest bytes are not what was translated."""
     guest_address = loaded.load_base + loaded.image_base + entry.guest_offset
-    at = guest_address - loaded.image_start
-    if at < 0 or at + entry.guest_size > len(loaded.image):
+    guest = _guest_bytes(loaded, entry)
+    if guest is None:
         return f"guest range [{entry.guest_offset:#x}, +{entry.guest_size:#x}) lies outside the PT_LOAD segments"
-    guest = loaded.image[at:at + entry.guest_size]
     code = loaded.code[entry.code_offset:entry.code_offset + entry.code_size]
     if xxhash.xxh3_64_intdigest(guest) != entry.guest_hash:
         return Mismatch(loaded.name, entry.guest_offset, guest_address, loaded.load_base, guest.hex(), code.hex(),
@@ -236,7 +243,7 @@ def prepare_block(loaded: LoadedModule, entry: BlockIndexEntry) -> BlockUnderTes
     if isinstance(instructions, str):
         return instructions
     pointers, indexes, counts, reads_df = register_roles(guest, guest_address)
-    end = at + entry.guest_size
+    end = guest_address + entry.guest_size - loaded.image_start
     return BlockUnderTest(loaded.name, entry.guest_offset, guest_address, guest,
                           loaded.code_address + entry.code_offset, code, instructions,
                           pointers, indexes, counts, reads_df,
@@ -331,11 +338,8 @@ def validate_cache(cache_path: str | os.PathLike, *, rootfs: str = "/", elves: S
 
 def _touches_x87(loaded: LoadedModule, entry: BlockIndexEntry) -> bool:
     """Whether a block's guest bytes have an instruction that reads or writes x87 state."""
-    at = loaded.load_base + loaded.image_base + entry.guest_offset - loaded.image_start
-    if loaded.problem or at < 0:
-        return False
-    guest = loaded.image[at:at + entry.guest_size]
-    return any(is_x87(ins) for ins in iced_x86.Decoder(64, guest, ip=entry.guest_offset))
+    guest = None if loaded.problem else _guest_bytes(loaded, entry)
+    return guest is not None and any(is_x87(ins) for ins in iced_x86.Decoder(64, guest, ip=entry.guest_offset))
 
 
 def _choose_blocks(cache: CacheFile, blocks: Sequence[str], sample: int | None, seed: int
